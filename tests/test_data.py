@@ -1,0 +1,514 @@
+"""The data modules read real formats (idx, CIFAR pickles, image files, text) from tiny fixtures."""
+
+from __future__ import annotations
+
+import http.server
+import pickle
+import struct
+import threading
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import RandomSampler, SequentialSampler
+
+from zoo.data import (
+    CIFAR10DataModule,
+    DataSpec,
+    DigitsDataModule,
+    FashionMNISTDataModule,
+    ImageFolderDataModule,
+    MNISTDataModule,
+    ShakespeareDataModule,
+    TextFileDataModule,
+)
+from zoo.data.text import play_to_text, shakespeare_text
+from zoo.data.tokenizers import tokenizer_from_state
+
+
+def level(k: int, num_levels: int = 256) -> float:
+    """Return the float that level ``k`` of ``num_levels`` maps to."""
+    return 2 * k / (num_levels - 1) - 1
+
+
+def assert_on_levels(x: torch.Tensor, num_levels: int) -> None:
+    assert x.dtype == torch.float32
+    assert x.min() >= -1 and x.max() <= 1
+    k = (x + 1) / 2 * (num_levels - 1)
+    torch.testing.assert_close(k, k.round(), atol=1e-4, rtol=0)
+
+
+def first_batch(loader):
+    return next(iter(loader))
+
+
+# Fixtures in the real formats ------------------------------------------------------------
+
+
+def write_idx_images(path, images: np.ndarray) -> None:
+    # idx3: magic 2051, then count, rows, columns as big-endian int32, then the pixels.
+    path.write_bytes(struct.pack(">IIII", 2051, *images.shape) + images.astype(np.uint8).tobytes())
+
+
+def write_idx_labels(path, labels: np.ndarray) -> None:
+    # idx1: magic 2049, then count, then one byte a label.
+    path.write_bytes(struct.pack(">II", 2049, len(labels)) + labels.astype(np.uint8).tobytes())
+
+
+def mnist_images(count: int) -> np.ndarray:
+    """Return images that are black but for pixel (0, 0) = 255 and pixel (0, 1) = 10 * index."""
+    images = np.zeros((count, 28, 28), dtype=np.uint8)
+    images[:, 0, 0] = 255
+    images[:, 0, 1] = 10 * np.arange(count)
+    return images
+
+
+@pytest.fixture
+def idx_root(tmp_path):
+    """Return a root holding MNIST/raw and FashionMNIST/raw: 6 train and 3 test images each."""
+    for folder in ("MNIST", "FashionMNIST"):
+        raw = tmp_path / folder / "raw"
+        raw.mkdir(parents=True)
+        for split, count in (("train", 6), ("t10k", 3)):
+            write_idx_images(raw / f"{split}-images-idx3-ubyte", mnist_images(count))
+            write_idx_labels(raw / f"{split}-labels-idx1-ubyte", np.arange(count) % 10)
+    return tmp_path
+
+
+@pytest.fixture
+def cifar_root(tmp_path):
+    """Return a root holding cifar-10-batches-py: 5 train batches of 2 images, 3 test images.
+
+    Each image is red at pixel (0, 0) (R = 255, G = B = 0) and black elsewhere. A row
+    of ``data`` holds the 1024 R values, then the G and B values, each row-major.
+    """
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+
+    def write_batch(name: str, count: int, first_label: int) -> None:
+        data = np.zeros((count, 3072), dtype=np.uint8)
+        data[:, 0] = 255
+        labels = [(first_label + i) % 10 for i in range(count)]
+        # The real files are Python 2 pickles whose str keys torchvision reads as str.
+        with open(folder / name, "wb") as file:
+            pickle.dump({"data": data, "labels": labels}, file, protocol=2)
+
+    for batch in range(1, 6):
+        write_batch(f"data_batch_{batch}", 2, first_label=2 * batch)
+    write_batch("test_batch", 3, first_label=0)
+    with open(folder / "batches.meta", "wb") as file:
+        names = ["airplane", "automobile", "bird", "cat", "deer"]
+        names += ["dog", "frog", "horse", "ship", "truck"]
+        pickle.dump({"label_names": names, "num_cases_per_batch": 2}, file, protocol=2)
+    return tmp_path
+
+
+def write_image(path, size=(40, 20), left=(255, 0, 0), right=(0, 0, 255)) -> None:
+    """Write an RGB image of ``size`` (width, height): ``left`` on the left half, else ``right``."""
+    width, height = size
+    image = Image.new("RGB", size, right)
+    image.paste(Image.new("RGB", (width // 2, height), left), (0, 0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+
+
+# Digits -------------------------------------------------------------------------------------
+
+
+def test_digits_spec_is_known_before_any_data_is_read():
+    data = DigitsDataModule()
+    assert data.spec == DataSpec(modality="image", shape=(1, 8, 8), num_levels=17, num_classes=10)
+    assert data.train_dataset is None
+
+
+def test_digits_batches_lie_on_17_levels_with_int64_labels():
+    data = DigitsDataModule(batch_size=64)
+    data.setup("fit")
+    x, y = first_batch(data.train_dataloader())
+    assert x.shape == (64, 1, 8, 8)
+    assert_on_levels(x, num_levels=17)
+    assert x.min() == -1 and x.max() == 1  # the digits use both ends of 0..16
+    assert y.dtype == torch.int64 and set(y.tolist()) <= set(range(10))
+
+
+def test_digits_split_is_80_10_10_and_fixed_by_split_seed_not_the_run_seed():
+    torch.manual_seed(1)
+    data = DigitsDataModule()
+    data.setup()
+    sizes = [len(data.train_dataset), len(data.val_dataset), len(data.test_dataset)]
+    assert sizes == [1437, 180, 180]
+    assert sum(sizes) == 1797
+
+    torch.manual_seed(2)
+    again = DigitsDataModule()
+    again.setup()
+    torch.testing.assert_close(again.val_dataset.tensors[0], data.val_dataset.tensors[0])
+
+    other = DigitsDataModule(split_seed=1)
+    other.setup()
+    assert not torch.equal(other.val_dataset.tensors[0], data.val_dataset.tensors[0])
+
+
+def test_digits_loaders_shuffle_only_the_train_split():
+    data = DigitsDataModule()
+    data.setup()
+    assert isinstance(data.train_dataloader().sampler, RandomSampler)
+    assert isinstance(data.val_dataloader().sampler, SequentialSampler)
+    assert isinstance(data.test_dataloader().sampler, SequentialSampler)
+    assert data.train_dataloader().drop_last is False
+
+
+# MNIST, Fashion-MNIST, CIFAR-10 ---------------------------------------------------------
+
+
+def test_mnist_reads_idx_files_and_maps_pixel_values_onto_256_levels(idx_root):
+    data = MNISTDataModule(root=str(idx_root), val_size=2, batch_size=100)
+    data.setup()
+    assert [len(data.train_dataset), len(data.val_dataset), len(data.test_dataset)] == [4, 2, 3]
+
+    x, y = first_batch(data.test_dataloader())
+    assert x.shape == (3, 1, 28, 28)
+    assert_on_levels(x, num_levels=256)
+    assert torch.all(x[:, 0, 0, 0] == 1.0)  # pixel 255
+    assert torch.all(x[:, 0, 5, 5] == -1.0)  # pixel 0
+    expected = torch.tensor([level(0), level(10), level(20)])
+    torch.testing.assert_close(x[:, 0, 0, 1], expected)
+    assert y.dtype == torch.int64 and y.tolist() == [0, 1, 2]
+
+
+def test_mnist_spec_is_static_and_image_size_resizes_to_32(idx_root):
+    native = MNISTDataModule(root=str(idx_root / "nowhere"))
+    assert native.spec == DataSpec(
+        modality="image", shape=(1, 28, 28), num_levels=256, num_classes=10
+    )
+
+    data = MNISTDataModule(root=str(idx_root), image_size=32, val_size=2)
+    assert data.spec.shape == (1, 32, 32)
+    data.setup("fit")
+    x, _ = first_batch(data.train_dataloader())
+    assert x.shape == (4, 1, 32, 32)
+    assert_on_levels(x, num_levels=256)
+
+
+def test_mnist_val_split_is_fixed_by_split_seed(idx_root):
+    def val_indices(split_seed):
+        data = MNISTDataModule(root=str(idx_root), val_size=2, split_seed=split_seed)
+        data.setup("fit")
+        return sorted(data.val_dataset.indices)
+
+    torch.manual_seed(0)
+    first = val_indices(0)
+    torch.manual_seed(123)
+    assert val_indices(0) == first
+
+
+def test_fashion_mnist_reads_its_own_folder(idx_root):
+    data = FashionMNISTDataModule(root=str(idx_root), val_size=2, batch_size=10)
+    assert data.spec.shape == (1, 28, 28) and data.spec.num_classes == 10
+    data.setup("test")
+    x, y = first_batch(data.test_dataloader())
+    assert x.shape == (3, 1, 28, 28) and y.tolist() == [0, 1, 2]
+
+
+def test_cifar10_reads_python_pickles_as_channel_first_images(cifar_root):
+    data = CIFAR10DataModule(root=str(cifar_root), val_size=2, batch_size=100)
+    assert data.spec == DataSpec(
+        modality="image", shape=(3, 32, 32), num_levels=256, num_classes=10
+    )
+    data.setup()
+    assert [len(data.train_dataset), len(data.val_dataset), len(data.test_dataset)] == [8, 2, 3]
+
+    x, y = first_batch(data.test_dataloader())
+    assert x.shape == (3, 3, 32, 32)
+    assert_on_levels(x, num_levels=256)
+    assert torch.all(x[:, :, 0, 0] == torch.tensor([1.0, -1.0, -1.0]))  # a red pixel
+    assert torch.all(x[:, :, 0, 1] == -1.0)
+    assert y.dtype == torch.int64 and y.tolist() == [0, 1, 2]
+
+    _, train_labels = first_batch(data.train_dataloader())
+    assert sorted(train_labels.tolist() + [data.val_dataset[i][1] for i in range(2)]) == sorted(
+        [(2 * batch + i) % 10 for batch in range(1, 6) for i in range(2)]
+    )
+
+
+@pytest.mark.parametrize(
+    ("module", "name", "folder"),
+    [
+        (MNISTDataModule, "MNIST", "MNIST/raw"),
+        (FashionMNISTDataModule, "Fashion-MNIST", "FashionMNIST/raw"),
+        (CIFAR10DataModule, "CIFAR-10", "cifar-10-batches-py"),
+    ],
+)
+def test_torchvision_missing_files_error_names_download_flag_and_root(
+    tmp_path, module, name, folder
+):
+    data = module(root=str(tmp_path))
+    data.prepare_data()  # download=False: asks for nothing, writes nothing
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(FileNotFoundError) as error:
+        data.setup("fit")
+    message = str(error.value)
+    assert message.startswith(f"{name} not found under {tmp_path}")
+    assert "data.download=true" in message
+    assert f"data.root=<folder that holds {folder}>" in message
+
+
+def test_torchvision_val_size_larger_than_train_split_is_a_clear_error(idx_root):
+    data = MNISTDataModule(root=str(idx_root), val_size=6)
+    with pytest.raises(ValueError, match="data.val_size"):
+        data.setup("fit")
+
+
+# Image folders --------------------------------------------------------------------------
+
+
+def test_image_folder_with_class_subfolders_labels_by_sorted_folder_name(tmp_path):
+    for index in range(5):
+        write_image(tmp_path / "dog" / f"{index}.png", left=(0, 255, 0), right=(0, 255, 0))
+        write_image(tmp_path / "cat" / f"{index}.jpg", left=(255, 0, 0), right=(255, 0, 0))
+    data = ImageFolderDataModule(root=str(tmp_path), image_size=16, batch_size=100)
+    assert data.classes == ["cat", "dog"]
+    assert data.spec == DataSpec(modality="image", shape=(3, 16, 16), num_levels=256, num_classes=2)
+
+    data.setup()
+    assert [len(data.train_dataset), len(data.val_dataset), len(data.test_dataset)] == [8, 1, 1]
+    x, y = first_batch(data.train_dataloader())
+    assert x.shape == (8, 3, 16, 16)
+    assert_on_levels(x, num_levels=256)
+    assert y.dtype == torch.int64
+    for image, label in zip(x, y.tolist(), strict=True):
+        # dog images are pure green (PNG, exact); cat images pure red (JPEG, close to it).
+        colour = 1 if label == 1 else 0
+        others = [channel for channel in range(3) if channel != colour]
+        assert image[colour].min() > 0.9 and image[others].max() < -0.9
+
+
+def test_image_folder_resizes_short_side_then_center_crops(tmp_path):
+    # 40×20: red left half, blue right half. The short side becomes 16 (32×16), the
+    # center crop keeps columns 8..23: its left half red, its right half blue.
+    write_image(tmp_path / "wide.png", size=(40, 20))
+    write_image(tmp_path / "more" / "other.png", size=(40, 20))
+    write_image(tmp_path / "third.png", size=(40, 20))
+    data = ImageFolderDataModule(root=str(tmp_path), image_size=16, val_fraction=0, test_fraction=0)
+    data.setup("fit")
+    x, _ = data.train_dataset[0]
+    assert x.shape == (3, 16, 16)
+    assert torch.all(x[:, :, 0] == torch.tensor([[1.0], [-1.0], [-1.0]]))
+    assert torch.all(x[:, :, 15] == torch.tensor([[-1.0], [-1.0], [1.0]]))
+
+
+def test_flat_image_folder_has_no_classes_and_labels_minus_one(tmp_path):
+    for index in range(4):
+        write_image(tmp_path / f"{index}.png")
+    write_image(tmp_path / "nested" / "4.png")  # not every image lies in a subfolder
+    (tmp_path / "notes.txt").write_text("not an image")
+    data = ImageFolderDataModule(root=str(tmp_path), image_size=8, channels=1, batch_size=100)
+    assert data.spec.num_classes == 0 and data.spec.shape == (1, 8, 8)
+    data.setup()
+    x, y = first_batch(data.train_dataloader())
+    assert x.shape == (3, 1, 8, 8)
+    assert y.tolist() == [-1, -1, -1]
+    # Pure red in grey is 76 (ITU-R 601: 0.299 * 255), blue is 29 (0.114 * 255).
+    torch.testing.assert_close(x[0, 0, 4, 0], torch.tensor(level(76)))
+    torch.testing.assert_close(x[0, 0, 4, 7], torch.tensor(level(29)))
+
+
+def test_image_folder_missing_or_empty_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="image folder not found.*data.root"):
+        _ = ImageFolderDataModule(root=str(tmp_path / "missing")).spec
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="no images .* found under .*data.root"):
+        ImageFolderDataModule(root=str(tmp_path / "empty")).setup()
+
+
+# Text files and URLs ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def corpus() -> str:
+    """Return 1,000 characters of random letters: every window of 9 of them is unique."""
+    generator = np.random.default_rng(0)
+    return "".join(generator.choice(list("abcdefghij \n"), size=1000))
+
+
+@pytest.fixture
+def text_file(tmp_path, corpus):
+    path = tmp_path / "corpus.txt"
+    path.write_text(corpus, encoding="utf-8")
+    return path
+
+
+def test_text_windows_are_next_character_pairs_from_the_first_90_percent(text_file, corpus):
+    data = TextFileDataModule(path=str(text_file), block_size=8, batch_size=4, samples_per_epoch=20)
+    data.setup("fit")
+    assert len(data.train_dataset) == 20
+    x, y = first_batch(data.train_dataloader())
+    assert x.shape == y.shape == (4, 8)
+    assert x.dtype == y.dtype == torch.int64
+    assert torch.equal(x[:, 1:], y[:, :-1])
+    for row_x, row_y in zip(x, y, strict=True):
+        window = data.tokenizer.decode(row_x) + data.tokenizer.decode(row_y[-1:])
+        assert window in corpus[:900]
+
+
+def test_text_val_split_is_the_last_10_percent_in_evenly_spaced_windows(text_file, corpus):
+    data = TextFileDataModule(path=str(text_file), block_size=8, val_windows=5)
+    data.setup("validate")
+    windows = [data.tokenizer.decode(torch.cat([x, y[-1:]])) for x, y in data.val_dataset]
+    assert len(windows) == 5
+    assert windows[0] == corpus[900:909]  # first window starts the split
+    assert windows[-1] == corpus[-9:]  # last window ends the corpus
+    assert all(window in corpus[900:] for window in windows)
+    x, y = data.val_dataset[2]
+    assert torch.equal(x[1:], y[:-1])
+
+
+def test_text_test_stage_reads_the_val_windows(text_file):
+    data = TextFileDataModule(path=str(text_file), block_size=8)
+    data.setup("test")
+    test_x, _ = first_batch(data.test_dataloader())
+    val_x, _ = first_batch(data.val_dataloader())
+    assert torch.equal(test_x, val_x)
+
+
+def test_text_random_windows_repeat_under_the_same_seed(text_file):
+    data = TextFileDataModule(path=str(text_file), block_size=8, batch_size=4)
+    data.setup("fit")
+    torch.manual_seed(0)
+    first, _ = first_batch(data.train_dataloader())
+    torch.manual_seed(0)
+    again, _ = first_batch(data.train_dataloader())
+    torch.manual_seed(1)
+    other, _ = first_batch(data.train_dataloader())
+    assert torch.equal(first, again) and not torch.equal(first, other)
+
+
+def test_text_spec_holds_the_tokenizer_before_setup(text_file, corpus):
+    data = TextFileDataModule(path=str(text_file))
+    spec = data.spec
+    assert spec.modality == "text" and spec.vocab_size == len(set(corpus)) == 12
+    tokenizer = tokenizer_from_state(spec.tokenizer)
+    assert tokenizer.decode(tokenizer.encode(corpus)) == corpus
+    assert data.train_dataset is None
+
+
+def test_text_corpus_too_short_for_a_window_is_a_clear_error(tmp_path):
+    path = tmp_path / "short.txt"
+    path.write_text("To be, or not to be: that is the question.")
+    with pytest.raises(ValueError, match="too few .* data.block_size"):
+        TextFileDataModule(path=str(path), block_size=8).setup()
+
+
+def test_text_missing_file_error_names_the_path(tmp_path):
+    missing = tmp_path / "nowhere.txt"
+    with pytest.raises(FileNotFoundError, match=f"text file not found: {missing}.*data.path"):
+        TextFileDataModule(path=str(missing)).prepare_data()
+
+
+@pytest.fixture
+def served_text(corpus):
+    """Serve ``corpus`` at a local URL; yield the URL and the list of requests served."""
+    requests = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            requests.append(self.path)
+            body = corpus.encode("utf-8")
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):  # keep the test output quiet
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/books/corpus.txt", requests
+    server.shutdown()
+    server.server_close()
+
+
+def test_text_url_is_downloaded_once_into_the_cache_and_reused(tmp_path, served_text, corpus):
+    url, requests = served_text
+    cache = tmp_path / "cache"
+    first = TextFileDataModule(path=url, cache_dir=str(cache))
+    first.prepare_data()
+    assert requests == ["/books/corpus.txt"]
+    cached = list(cache.iterdir())
+    assert len(cached) == 1 and cached[0].name.endswith("-corpus.txt")  # no temporary file left
+    assert first.text == corpus
+
+    second = TextFileDataModule(path=url, cache_dir=str(cache))
+    second.prepare_data()
+    assert second.text == corpus and second.spec == first.spec
+    assert len(requests) == 1
+
+
+# Shakespeare ----------------------------------------------------------------------------
+
+# "$" stands for the two trailing spaces of a Markdown line break, which editors strip.
+PLAY = """# Macbeth
+
+## ACT I
+
+### SCENE III. A heath near Forres.
+
+_Thunder. Enter MACBETH and BANQUO,
+with Soldiers_
+
+**MACBETH**$
+So foul and fair a day I have not seen.
+
+**BANQUO**$
+_\\[Aside]_$
+How far is't call'd to Forres? What are these$
+So wither'd and so wild in their attire,\\--
+
+_Exit Soldiers_
+
+That look not like the inhabitants o' the earth.
+
+RICHARD
+
+**PLANTAGENET**$
+[Aside]_$
+Great lords &amp; gentlemen, what means this silence?
+""".replace("$", "  ")
+
+
+def test_play_markdown_becomes_speeches_without_headings_or_stage_directions():
+    assert play_to_text(PLAY) == (
+        "MACBETH:\nSo foul and fair a day I have not seen.\n\n"
+        "BANQUO:\nHow far is't call'd to Forres? What are these\n"
+        "So wither'd and so wild in their attire,--\n"
+        "That look not like the inhabitants o' the earth.\n\n"
+        "RICHARD PLANTAGENET:\nGreat lords & gentlemen, what means this silence?\n\n"
+    )
+
+
+def test_shakespeare_corpus_is_plain_speeches_of_all_the_plays():
+    text = shakespeare_text()
+    assert len(text) > 4_000_000  # all the plays, four times tinyshakespeare
+    assert "MACBETH:\nSo foul and fair a day I have not seen.\n\n" in text
+    assert "HAMLET:\nTo be, or not to be: that is the question:\n" in text
+    for marker in ("**", "_", "#", "[", "\\"):
+        assert marker not in text
+    speeches = text.split("\n\n")
+    assert speeches[-1] == ""
+    for speech in speeches[:-1]:
+        name, *lines = speech.split("\n")
+        assert name.endswith(":") and lines and all(line.strip() == line != "" for line in lines)
+
+
+def test_shakespeare_module_serves_windows_over_its_vocabulary():
+    data = ShakespeareDataModule(block_size=32, batch_size=2, samples_per_epoch=4)
+    spec = data.spec
+    assert spec.vocab_size == len(set(shakespeare_text()))
+    assert spec.tokenizer == {"kind": "char", "chars": data.tokenizer.chars}
+    data.setup("fit")
+    x, y = first_batch(data.train_dataloader())
+    assert x.shape == (2, 32) and torch.equal(x[:, 1:], y[:, :-1])
+    assert int(x.max()) < spec.vocab_size

@@ -1,0 +1,7 @@
+"""Callbacks shared by every family."""
+
+from zoo.callbacks.ema import EMA
+from zoo.callbacks.plot import CurvePlotter
+from zoo.callbacks.samples import SampleWriter
+
+__all__ = ["EMA", "CurvePlotter", "SampleWriter"]

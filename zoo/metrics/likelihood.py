@@ -1,0 +1,22 @@
+"""Likelihood figures in the field's units: bits/dim for images, nats and perplexity for text."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def bits_per_dim(nll_nats: torch.Tensor | float, num_dims: int) -> torch.Tensor | float:
+    """Return a negative log-likelihood of whole examples, in nats, as bits per dimension.
+
+    ``num_dims`` is C·H·W: the number of discrete values the likelihood covers.
+    """
+    return nll_nats / (num_dims * math.log(2.0))
+
+
+def perplexity(nats_per_token: torch.Tensor | float) -> torch.Tensor | float:
+    """Return the perplexity of a mean negative log-likelihood per token in nats."""
+    if isinstance(nats_per_token, torch.Tensor):
+        return torch.exp(nats_per_token)
+    return math.exp(nats_per_token)

@@ -1,0 +1,13 @@
+"""The families: one module each, every one a GenerativeModule.
+
+``FAMILIES`` maps the family name stored in a checkpoint to its class. sample.py
+rebuilds models only through this table, so a checkpoint can never name code to import.
+"""
+
+from zoo.models.base import GenerativeModule
+from zoo.models.char_rnn import CharRNN
+from zoo.models.vae import VAE
+
+FAMILIES: dict[str, type[GenerativeModule]] = {cls.family: cls for cls in (VAE, CharRNN)}
+
+__all__ = ["FAMILIES", "CharRNN", "GenerativeModule", "VAE"]

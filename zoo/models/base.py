@@ -1,0 +1,73 @@
+"""What every family's LightningModule shares: a spec in, optimizers from config, samples out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+
+import zoo
+from zoo.data.spec import DataSpec
+
+
+class GenerativeModule(L.LightningModule):
+    """A LightningModule built from a data spec that answers the shared sampling call.
+
+    Subclasses set ``family`` (the name stored in checkpoints), call
+    ``self.save_hyperparameters()`` in their ``__init__`` so that the checkpoint
+    alone rebuilds them, and implement :meth:`sample`.
+
+    ``optimizer`` and ``scheduler`` are Hydra partials kept as plain dicts
+    (``{"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3}``), so
+    the checkpoint holds values, never objects.
+    """
+
+    family: str = ""
+
+    def __init__(
+        self,
+        spec: dict[str, Any],
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any] | None = None,
+        scheduler_interval: str = "epoch",
+    ):
+        super().__init__()
+        self.spec = DataSpec.from_dict(spec)
+
+    # Optimisation ---------------------------------------------------------------
+
+    def parameter_groups(self):
+        """Return what the optimizer updates; families override this for decay/no-decay groups."""
+        return self.parameters()
+
+    def configure_optimizers(self):
+        optimizer = instantiate(self.hparams.optimizer)(self.parameter_groups())
+        if not self.hparams.get("scheduler"):
+            return optimizer
+        scheduler = instantiate(self.hparams.scheduler)(optimizer)
+        interval = self.hparams.get("scheduler_interval", "epoch")
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": interval},
+        }
+
+    # The shared sampling call ---------------------------------------------------
+
+    @torch.no_grad()
+    def sample(self, num_samples: int, *, generator: torch.Generator | None = None, **options):
+        """Return ``num_samples`` samples in data space.
+
+        Images: a float tensor ``(N, C, H, W)`` in [-1, 1]. Text: a list of strings.
+        ``generator`` makes the draw reproducible; ``options`` are the family's own
+        keyword arguments (``labels``, ``prompt``, ``temperature``, ...).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement sample()")
+
+    # Checkpoints ----------------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Marks the file as ours and names the family, so sample.py can rebuild the
+        # model from the checkpoint alone without importing a path stored in it.
+        checkpoint["zoo"] = {"family": self.family, "version": zoo.__version__}

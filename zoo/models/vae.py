@@ -1,0 +1,261 @@
+"""VAE: a convolutional variational autoencoder with a discrete image likelihood.
+
+Kingma & Welling (2014); β-VAE (Higgins et al., 2017); the importance-weighted
+bound of Burda et al. (2016). The decoder's likelihood is over the data's own
+discrete levels (a discretized logistic, as in PixelCNN++, or a categorical), so
+the negative ELBO is a true upper bound on the negative log-likelihood of the
+discrete images, reported in bits/dim.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.metrics import bits_per_dim
+from zoo.models.base import GenerativeModule
+
+# Likelihood math: pure functions of (data, decoder output), checked against closed forms.
+
+LOG_SCALE_MIN = -7.0  # keeps the logistic's scale above ~1e-3, far below one level of 8-bit data
+
+
+def discretized_logistic_log_prob(
+    x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor, num_levels: int
+) -> torch.Tensor:
+    """Return log P(x) elementwise for x on ``num_levels`` levels in [-1, 1].
+
+    Each level owns the bin of half-width 1/(num_levels-1) around it; the two end
+    levels also own the tails to ±infinity, so the probabilities of all levels
+    sum to one (PixelCNN++, Salimans et al. 2017, eq. 2).
+    """
+    half_bin = 1.0 / (num_levels - 1)
+    centered = x - mean
+    inv_scale = torch.exp(-log_scale)
+    upper = inv_scale * (centered + half_bin)
+    lower = inv_scale * (centered - half_bin)
+    log_cdf_upper = F.logsigmoid(upper)  # log P(X < x + h): the bottom level's mass
+    log_survival_lower = F.logsigmoid(-lower)  # log P(X > x - h): the top level's mass
+    # An inner bin's mass σ(u) - σ(l), computed on the side of the mean where it does
+    # not cancel: log σ(u) + log(1 - σ(l)/σ(u)) left of the mean, the mirror image right of it.
+    left = centered < 0
+    larger = torch.where(left, log_cdf_upper, log_survival_lower)
+    smaller = torch.where(left, F.logsigmoid(lower), F.logsigmoid(-upper))
+    log_mid = larger + torch.log(-torch.expm1((smaller - larger).clamp(max=-1e-12)))
+    # Where even that underflows, the density at the bin's centre times its width is exact enough.
+    middle = inv_scale * centered
+    log_density_mass = middle - log_scale - 2 * F.softplus(middle) + math.log(2 * half_bin)
+    log_mid = torch.where(larger - smaller > 1e-5, log_mid, log_density_mass)
+    bottom = x < -1 + half_bin
+    top = x > 1 - half_bin
+    return torch.where(bottom, log_cdf_upper, torch.where(top, log_survival_lower, log_mid))
+
+
+def levels_to_index(x: torch.Tensor, num_levels: int) -> torch.Tensor:
+    """Return the level index (0 … num_levels-1) of values x on the [-1, 1] grid."""
+    return torch.round((x + 1) / 2 * (num_levels - 1)).long().clamp(0, num_levels - 1)
+
+
+def gaussian_kl_to_standard_normal(mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    """Return KL(N(mean, exp(log_var)) || N(0, I)) summed over the last dimension."""
+    return 0.5 * (mean.pow(2) + log_var.exp() - 1.0 - log_var).sum(dim=-1)
+
+
+def gaussian_log_prob(z: torch.Tensor, mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    """Return log N(z; mean, exp(log_var)) summed over the last dimension."""
+    return -0.5 * (math.log(2 * math.pi) + log_var + (z - mean).pow(2) / log_var.exp()).sum(dim=-1)
+
+
+# Networks
+
+
+class Encoder(nn.Module):
+    """Maps images (B, C, H, W) to the mean and log-variance of q(z|x), each (B, latent_dim)."""
+
+    def __init__(
+        self, in_channels: int, channels: list[int], final_hw: tuple[int, int], latent_dim: int
+    ):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, channels[0], 3, padding=1), nn.SiLU()]
+        previous = channels[0]
+        for width in channels:
+            layers += [nn.Conv2d(previous, width, 4, stride=2, padding=1), nn.SiLU()]  # halves H, W
+            layers += [nn.Conv2d(width, width, 3, padding=1), nn.SiLU()]
+            previous = width
+        self.features = nn.Sequential(*layers)
+        self.to_posterior = nn.Linear(previous * final_hw[0] * final_hw[1], 2 * latent_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.features(x).flatten(1)  # (B, C'·h·w)
+        mean, log_var = self.to_posterior(h).chunk(2, dim=-1)  # (B, latent_dim) each
+        return mean, log_var
+
+
+class Decoder(nn.Module):
+    """Maps latents (B, latent_dim) to likelihood parameters (B, out_channels, H, W)."""
+
+    def __init__(
+        self, latent_dim: int, channels: list[int], final_hw: tuple[int, int], out_channels: int
+    ):
+        super().__init__()
+        self.final_shape = (channels[-1], *final_hw)
+        self.from_latent = nn.Linear(latent_dim, channels[-1] * final_hw[0] * final_hw[1])
+        layers: list[nn.Module] = [nn.SiLU()]
+        widths = list(reversed(channels))
+        for width, next_width in zip(widths, widths[1:] + [channels[0]], strict=True):
+            layers += [nn.Conv2d(width, width, 3, padding=1), nn.SiLU()]
+            layers += [nn.ConvTranspose2d(width, next_width, 4, stride=2, padding=1), nn.SiLU()]
+        layers.append(nn.Conv2d(channels[0], out_channels, 3, padding=1))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.from_latent(z).view(-1, *self.final_shape)  # (B, C', h, w)
+        return self.layers(h)  # (B, out_channels, H, W)
+
+
+# The LightningModule
+
+
+class VAE(GenerativeModule):
+    """A β-VAE whose negative ELBO on discrete images is reported in bits/dim."""
+
+    family = "vae"
+
+    def __init__(
+        self,
+        spec: dict[str, Any],
+        latent_dim: int = 16,
+        channels: list[int] | tuple[int, ...] = (32, 64),
+        likelihood: str = "discretized_logistic",
+        beta: float = 1.0,
+        iw_samples: int = 64,
+        optimizer: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = None,
+        scheduler_interval: str = "epoch",
+    ):
+        optimizer = optimizer or {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}
+        super().__init__(spec, optimizer, scheduler, scheduler_interval)
+        self.save_hyperparameters()
+        if self.spec.modality != "image":
+            raise ValueError("the VAE models images; choose an image data set (e.g. data=digits)")
+        if likelihood not in ("discretized_logistic", "categorical"):
+            raise ValueError(
+                f"likelihood must be 'discretized_logistic' or 'categorical', got {likelihood!r}"
+            )
+        channels = list(channels)
+        c, h, w = self.spec.shape
+        factor = 2 ** len(channels)
+        if h % factor or w % factor:
+            raise ValueError(
+                f"the VAE halves the image {len(channels)} times ({len(channels)} entries in "
+                f"model.channels), so H and W must be multiples of {factor}; the data are {h}×{w}: "
+                "use fewer channel entries or resize the images (data.image_size)"
+            )
+        self.num_levels = self.spec.num_levels
+        self.num_dims = c * h * w
+        self.latent_dim = latent_dim
+        outputs_per_value = 2 if likelihood == "discretized_logistic" else self.num_levels
+        final_hw = (h // factor, w // factor)
+        self.encoder = Encoder(c, channels, final_hw, latent_dim)
+        self.decoder = Decoder(latent_dim, channels, final_hw, c * outputs_per_value)
+
+    # Likelihood of x under the decoder's output
+
+    def log_likelihood(self, x: torch.Tensor, decoded: torch.Tensor) -> torch.Tensor:
+        """Return log p(x|z) summed over all values of each image: (B,)."""
+        if self.hparams.likelihood == "discretized_logistic":
+            mean, log_scale = decoded.chunk(2, dim=1)  # (B, C, H, W) each
+            log_scale = log_scale.clamp(min=LOG_SCALE_MIN)
+            log_prob = discretized_logistic_log_prob(x, mean, log_scale, self.num_levels)
+        else:
+            b, _, h, w = decoded.shape
+            logits = decoded.view(b, -1, self.num_levels, h, w)  # (B, C, L, H, W)
+            index = levels_to_index(x, self.num_levels).unsqueeze(2)  # (B, C, 1, H, W)
+            log_prob = logits.log_softmax(dim=2).gather(2, index).squeeze(2)
+        return log_prob.flatten(1).sum(dim=1)
+
+    def decoded_mean(self, decoded: torch.Tensor) -> torch.Tensor:
+        """Return the mean image in [-1, 1] of the decoder's distribution."""
+        if self.hparams.likelihood == "discretized_logistic":
+            return decoded.chunk(2, dim=1)[0].clamp(-1, 1)
+        b, _, h, w = decoded.shape
+        probs = decoded.view(b, -1, self.num_levels, h, w).softmax(dim=2)
+        levels = torch.linspace(-1, 1, self.num_levels, device=decoded.device).view(1, 1, -1, 1, 1)
+        return (probs * levels).sum(dim=2)
+
+    # Objective
+
+    def negative_elbo(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Return the per-image reconstruction NLL and KL (nats), each (B,)."""
+        mean, log_var = self.encoder(x)
+        z = mean + torch.randn_like(mean) * (0.5 * log_var).exp()  # reparameterisation
+        reconstruction = -self.log_likelihood(x, self.decoder(z))
+        kl = gaussian_kl_to_standard_normal(mean, log_var)
+        return {"reconstruction": reconstruction, "kl": kl}
+
+    @torch.no_grad()
+    def importance_weighted_nll(self, x: torch.Tensor, num_samples: int) -> torch.Tensor:
+        """Return the importance-weighted estimate of -log p(x) in nats, (B,).
+
+        -log (1/K) Σ_k p(x|z_k) p(z_k) / q(z_k|x) with z_k ~ q(z|x) (Burda et al., eq. 5);
+        it tightens towards -log p(x) as K grows and equals the ELBO's bound at K=1.
+        """
+        mean, log_var = self.encoder(x)
+        log_weights = []
+        for _ in range(num_samples):
+            z = mean + torch.randn_like(mean) * (0.5 * log_var).exp()
+            log_prior = gaussian_log_prob(z, torch.zeros_like(z), torch.zeros_like(z))
+            log_weights.append(
+                self.log_likelihood(x, self.decoder(z))
+                + log_prior
+                - gaussian_log_prob(z, mean, log_var)
+            )
+        log_weights = torch.stack(log_weights)  # (K, B)
+        return -(torch.logsumexp(log_weights, dim=0) - math.log(num_samples))
+
+    def _step(self, batch, stage: str) -> torch.Tensor:
+        x, _ = batch
+        terms = self.negative_elbo(x)
+        reconstruction, kl = terms["reconstruction"].mean(), terms["kl"].mean()
+        loss = bits_per_dim(reconstruction + self.hparams.beta * kl, self.num_dims)
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True)
+        self.log(
+            f"{stage}/bpd",
+            bits_per_dim(reconstruction + kl, self.num_dims),
+            on_step=on_step,
+            on_epoch=True,
+        )
+        self.log(f"{stage}/reconstruction_nats", reconstruction, on_step=False, on_epoch=True)
+        self.log(f"{stage}/kl_nats", kl, on_step=False, on_epoch=True)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+        if self.hparams.iw_samples > 0:
+            nll = self.importance_weighted_nll(batch[0], self.hparams.iw_samples)
+            self.log("test/nll_iw_bpd", bits_per_dim(nll.mean(), self.num_dims))
+
+    # The shared sampling call
+
+    @torch.no_grad()
+    def sample(self, num_samples: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Return decoder means (N, C, H, W) in [-1, 1] of latents drawn from the prior."""
+        z = torch.randn(num_samples, self.latent_dim, generator=generator, device=self.device)
+        return self.decoded_mean(self.decoder(z))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the decoder mean of each image's posterior mean, (B, C, H, W) in [-1, 1]."""
+        mean, _ = self.encoder(x)
+        return self.decoded_mean(self.decoder(mean))

@@ -1,0 +1,1 @@
+"""Layers and math shared by more than one family."""

@@ -1,0 +1,320 @@
+"""train(cfg) and sample(cfg): the logic behind train.py and sample.py, usable without a CLI."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import math
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import get_class, instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from zoo.callbacks.ema import EMA_KEY
+from zoo.callbacks.samples import save_image_grid, save_texts
+from zoo.errors import ZooError
+from zoo.models import FAMILIES, GenerativeModule
+
+log = logging.getLogger("zoo")
+
+
+def register_resolvers() -> None:
+    """Registers the config resolvers the entry scripts use (idempotent)."""
+    if not OmegaConf.has_resolver("run_id"):
+        # A random suffix, drawn once per process, so that run directories of runs
+        # started in the same second never collide.
+        OmegaConf.register_new_resolver("run_id", lambda: secrets.token_hex(3), use_cache=True)
+
+
+register_resolvers()
+
+
+def write_json(path: str | Path, values: dict[str, Any]) -> Path:
+    """Return ``path`` after writing ``values`` there as JSON, atomically (temp, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(values, indent=2, sort_keys=False) + "\n")
+    os.replace(temporary, path)
+    return path
+
+
+# Building from config -------------------------------------------------------------
+
+
+def build_model(model_cfg: DictConfig | dict, spec: dict[str, Any]) -> GenerativeModule:
+    """Return the family module named by ``model_cfg._target_``, built from the data spec.
+
+    Every argument is passed as a plain value (partials stay dicts), so the
+    module's saved hyperparameters are data and its checkpoints load with
+    ``weights_only=True``.
+    """
+    values = (
+        OmegaConf.to_container(model_cfg, resolve=True)
+        if isinstance(model_cfg, DictConfig)
+        else dict(model_cfg)
+    )
+    cls = get_class(values.pop("_target_"))
+    if not (isinstance(cls, type) and issubclass(cls, GenerativeModule)):
+        raise ZooError(
+            f"model._target_ must name a zoo family (one of zoo.models.FAMILIES), got {cls}"
+        )
+    return cls(spec=spec, **values)
+
+
+def _instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Return the objects of a group of ``name: {_target_: ...}`` entries, skipping nulls."""
+    if not group:
+        return []
+    return [
+        instantiate(entry) for entry in group.values() if entry is not None and "_target_" in entry
+    ]
+
+
+def _scalars(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
+    return {
+        name: float(value)
+        for name, value in sorted(metrics.items())
+        if name.startswith(prefix) and not name.endswith("_step")
+    }
+
+
+# train ---------------------------------------------------------------------------
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fit and test the configured model; return the value of ``cfg.monitor`` for sweeps."""
+    output_dir = Path(cfg.paths.output_dir)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
+        raise ZooError(
+            f"ckpt_path={cfg.ckpt_path} does not exist: pass the path of a .ckpt to resume from"
+        )
+
+    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    spec = datamodule.spec.to_dict()
+    model = build_model(cfg.model, spec)
+    callbacks = _instantiate_group(cfg.get("callbacks"))
+    loggers = _instantiate_group(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    num_parameters = sum(p.numel() for p in model.parameters())
+    for logger in trainer.loggers:
+        logger.log_hyperparams({**resolved, "num_parameters": num_parameters})
+
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    train_time = time.perf_counter() - start
+    val_metrics = _scalars(trainer.callback_metrics, "val/")
+
+    checkpoint = (
+        trainer.checkpoint_callback
+        if isinstance(trainer.checkpoint_callback, ModelCheckpoint)
+        else None
+    )
+    best_path = checkpoint.best_model_path if checkpoint else ""
+    test_metrics: dict[str, float] = {}
+    if cfg.get("test"):
+        trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, weights_only=True)
+        test_metrics = _scalars(trainer.callback_metrics, "test/")
+
+    results = {
+        "name": cfg.name,
+        "family": model.family,
+        "data": cfg.data._target_.rsplit(".", 1)[-1],
+        "seed": cfg.get("seed"),
+        "monitor": cfg.monitor,
+        "best_score": float(checkpoint.best_model_score)
+        if checkpoint and checkpoint.best_model_score is not None
+        else None,
+        "val": val_metrics,
+        "test": test_metrics,
+        "checkpoints": {
+            "last": str(Path(checkpoint.dirpath) / "last.ckpt")
+            if checkpoint and checkpoint.save_last
+            else None,
+            "best": best_path or None,
+        },
+        "num_parameters": num_parameters,
+        "global_step": trainer.global_step,
+        "epochs": trainer.current_epoch,
+        "train_time_s": round(train_time, 2),
+        "output_dir": str(output_dir),
+    }
+    if trainer.is_global_zero:
+        write_json(output_dir / "results.json", results)
+        _report(results, output_dir, callbacks)
+
+    value = val_metrics.get(cfg.monitor, results["best_score"])
+    return value if value is None or math.isfinite(value) else float("nan")
+
+
+def _report(results: dict[str, Any], output_dir: Path, callbacks: list[Any]) -> None:
+    """Logs where every output of the run is."""
+    lines = [f"run finished in {results['train_time_s']:.0f} s: {output_dir}"]
+    for kind in ("last", "best"):
+        if results["checkpoints"][kind]:
+            lines.append(f"  {kind + ' checkpoint':<16}{results['checkpoints'][kind]}")
+    for name, path in [
+        ("samples", output_dir / "samples"),
+        ("metrics CSV", output_dir / "csv" / "metrics.csv"),
+        ("curves", output_dir / "curves.png"),
+        ("config", output_dir / ".hydra" / "config.yaml"),
+        ("results", output_dir / "results.json"),
+    ]:
+        if path.exists():
+            lines.append(f"  {name:<16}{path}")
+    for stage in ("val", "test"):
+        if results[stage]:
+            figures = ", ".join(f"{k}={v:.4g}" for k, v in results[stage].items())
+            lines.append(f"  {stage + ' metrics':<16}{figures}")
+    log.info("\n".join(lines))
+
+
+# sample --------------------------------------------------------------------------
+
+# Options that sample.py forwards to a family's sample() call when they are set.
+SAMPLE_OPTIONS = ("labels", "prompt", "max_new_tokens", "temperature", "top_k")
+
+
+def resolve_device(name: str) -> torch.device:
+    """Return the torch device for ``auto`` (CUDA when present, else CPU) or an explicit name."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ZooError(
+            f"device={name} was asked for, but CUDA is not available here: use device=cpu"
+        )
+    return device
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Return a zoo checkpoint's contents, loaded as plain data (never running code).
+
+    Raises ZooError naming the cause when the file is missing, unreadable, or
+    not a checkpoint written by zoo's train.py.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ZooError(
+            f"checkpoint not found: {path}. Pass ckpt_path= a .ckpt written by train.py "
+            "(it prints them; e.g. outputs/<run>/checkpoints/last.ckpt)"
+        )
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises several types for truncated or foreign files
+        if "weights_only" in str(error) or "Unsupported global" in str(error):
+            raise ZooError(
+                f"{path} holds Python objects, not plain data; zoo loads only checkpoints of plain "
+                "values (weights_only=True), so that loading never runs code"
+            ) from None
+        raise ZooError(
+            f"{path} cannot be read as a PyTorch checkpoint (truncated or corrupt?): {error}. "
+            "Use last.ckpt or another checkpoint of the run"
+        ) from None
+    if not isinstance(checkpoint, dict) or "zoo" not in checkpoint:
+        raise ZooError(
+            f"{path} is not a zoo checkpoint (no 'zoo' entry): pass a .ckpt written by train.py"
+        )
+    family = checkpoint["zoo"].get("family")
+    if family not in FAMILIES:
+        raise ZooError(
+            f"{path} was written by the family {family!r}, which this zoo does not know; "
+            f"known families: {sorted(FAMILIES)}"
+        )
+    return checkpoint
+
+
+def model_from_checkpoint(checkpoint: dict[str, Any], use_ema: bool = True) -> GenerativeModule:
+    """Return the family module rebuilt from a checkpoint alone, in eval mode.
+
+    With ``use_ema`` the averaged weights stored by the EMA callback replace the
+    live ones, when the checkpoint has them.
+    """
+    cls = FAMILIES[checkpoint["zoo"]["family"]]
+    model = cls(**checkpoint["hyper_parameters"])
+    model.load_state_dict(checkpoint["state_dict"])
+    if use_ema and checkpoint.get(EMA_KEY):
+        model.load_state_dict(checkpoint[EMA_KEY], strict=False)
+    return model.eval()
+
+
+def _sample_options(model: GenerativeModule, cfg: DictConfig) -> dict[str, Any]:
+    """Return the family options set in ``cfg``; raise ZooError for one the family does not take."""
+    accepted = inspect.signature(model.sample).parameters
+    options = {}
+    for name in SAMPLE_OPTIONS:
+        value = cfg.get(name)
+        if value is None:
+            continue
+        if name not in accepted:
+            takes = [n for n in accepted if n in SAMPLE_OPTIONS] or ["no options"]
+            raise ZooError(
+                f"{name}= is not an option of the {model.family} family; "
+                f"it takes: {', '.join(takes)}"
+            )
+        options[name] = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    if cfg.get("prompt_file"):
+        if "prompt" not in accepted:
+            raise ZooError(f"prompt_file= is not an option of the {model.family} family")
+        prompt_path = Path(cfg.prompt_file)
+        if not prompt_path.is_file():
+            raise ZooError(f"prompt_file={prompt_path} does not exist")
+        options["prompt"] = prompt_path.read_text(encoding="utf-8")
+    return options
+
+
+def sample(cfg: DictConfig) -> dict[str, Any]:
+    """Write samples from ``cfg.ckpt_path``; return what was written (paths, throughput)."""
+    if cfg.num_samples < 1:
+        raise ZooError(f"num_samples must be at least 1, got {cfg.num_samples}")
+    device = resolve_device(cfg.device)
+    checkpoint = load_checkpoint(cfg.ckpt_path, map_location=device)
+    model = model_from_checkpoint(checkpoint, use_ema=cfg.use_ema).to(device)
+    options = _sample_options(model, cfg)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    batch_size = cfg.get("batch_size") or cfg.num_samples
+
+    start = time.perf_counter()
+    batches = []
+    for first in range(0, cfg.num_samples, batch_size):
+        count = min(batch_size, cfg.num_samples - first)
+        try:
+            batches.append(model.sample(count, generator=generator, **options))
+        except ValueError as error:  # a family's check of an option's value
+            raise ZooError(str(error)) from None
+    elapsed = time.perf_counter() - start
+
+    output_dir = Path(cfg.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if isinstance(batches[0], torch.Tensor):
+        images = torch.cat(batches).float().cpu()
+        written = {
+            "grid": str(save_image_grid(images, output_dir / "samples.png")),
+            "tensor": str(output_dir / "samples.pt"),
+        }
+        torch.save(images, output_dir / "samples.pt")
+        unit = "images"
+    else:
+        texts = [text for batch in batches for text in batch]
+        written = {"text": str(save_texts(texts, output_dir / "samples.txt"))}
+        unit = "samples"
+    result = {
+        "family": model.family,
+        "num_samples": cfg.num_samples,
+        "seconds": round(elapsed, 3),
+        f"{unit}_per_second": round(cfg.num_samples / max(elapsed, 1e-9), 2),
+        **written,
+    }
+    return result
