@@ -7,7 +7,6 @@ import json
 import logging
 import math
 import os
-import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -20,18 +19,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from zoo.callbacks.ema import EMA_KEY
 from zoo.callbacks.samples import save_image_grid, save_texts
+from zoo.config import register_resolvers
 from zoo.errors import ZooError
 from zoo.models import FAMILIES, GenerativeModule
 
 log = logging.getLogger("zoo")
-
-
-def register_resolvers() -> None:
-    """Registers the config resolvers the entry scripts use (idempotent)."""
-    if not OmegaConf.has_resolver("run_id"):
-        # A random suffix, drawn once per process, so that run directories of runs
-        # started in the same second never collide.
-        OmegaConf.register_new_resolver("run_id", lambda: secrets.token_hex(3), use_cache=True)
 
 
 register_resolvers()
@@ -214,7 +206,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises several types for truncated or foreign files
-        if "weights_only" in str(error) or "Unsupported global" in str(error):
+        if "Unsupported global" in str(error):
             raise ZooError(
                 f"{path} holds Python objects, not plain data; zoo loads only checkpoints of plain "
                 "values (weights_only=True), so that loading never runs code"
@@ -277,6 +269,10 @@ def _sample_options(model: GenerativeModule, cfg: DictConfig) -> dict[str, Any]:
 
 def sample(cfg: DictConfig) -> dict[str, Any]:
     """Write samples from ``cfg.ckpt_path``; return what was written (paths, throughput)."""
+    if OmegaConf.is_missing(cfg, "ckpt_path"):
+        raise ZooError(
+            "ckpt_path= is required: the .ckpt to sample from (train.py prints its path)"
+        )
     if cfg.num_samples < 1:
         raise ZooError(f"num_samples must be at least 1, got {cfg.num_samples}")
     device = resolve_device(cfg.device)
