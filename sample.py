@@ -19,7 +19,7 @@ def main(cfg: DictConfig) -> None:
     except ZooError as error:
         sys.exit(f"sample.py: {error}")
     for name, value in result.items():
-        print(f"{name:<18}{value}")
+        print(f"{name:<20}{value}")
 
 
 if __name__ == "__main__":

@@ -23,11 +23,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from zoo.callbacks import EMA, CurvePlotter, SampleWriter
 from zoo.models import VAE, CharRNN
-from zoo.runner import build_model  # importing zoo.runner also registers the run_id resolver
+from zoo.runner import SAMPLE_OPTIONS, build_model  # importing it registers run_id, choice
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 EXPERIMENTS = sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml"))
 DEBUG_PRESETS = sorted(path.stem for path in (CONFIG_DIR / "debug").glob("*.yaml"))
+TRAINERS = sorted(path.stem for path in (CONFIG_DIR / "trainer").glob("*.yaml"))
 
 # What each data set looks like, (C, H, W), levels and classes: known before any file is read.
 IMAGE_SPECS = {
@@ -259,6 +260,29 @@ def test_ema_callbacks_compose_beside_the_default_callbacks(compose_train):
 def test_a_default_callback_set_to_null_is_dropped(compose_train):
     cfg = compose_train("callbacks.lr_monitor=null")
     assert "lr_monitor" not in instantiate_group(cfg.callbacks)
+
+
+@pytest.mark.parametrize("trainer", TRAINERS)
+def test_trainer_option_extends_the_default_trainer_and_builds(compose_train, tmp_path, trainer):
+    cfg = compose_train(f"trainer={trainer}")
+    assert cfg.trainer._target_ == "lightning.pytorch.Trainer"
+    assert cfg.trainer.max_epochs == 150  # inherited from trainer/default.yaml
+    assert instantiate_cpu_trainer(cfg).default_root_dir == str(tmp_path / "run")
+
+
+def test_cpu_and_gpu_trainers_name_their_accelerator(compose_train):
+    assert compose_train("trainer=cpu").trainer.accelerator == "cpu"
+    gpu = compose_train("trainer=gpu").trainer
+    assert (gpu.accelerator, gpu.precision) == ("gpu", "bf16-mixed")
+
+
+def test_sample_config_asks_for_a_checkpoint_and_leaves_every_family_option_unset():
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("sample")
+    assert OmegaConf.is_missing(cfg, "ckpt_path")
+    assert (cfg.num_samples, cfg.seed, cfg.use_ema, cfg.device) == (64, 0, True, "auto")
+    # sample.py reads these names; each must exist so that `name=value` overrides it.
+    assert {name: cfg[name] for name in SAMPLE_OPTIONS} == dict.fromkeys(SAMPLE_OPTIONS)
 
 
 # Loggers -----------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,13 @@ log = logging.getLogger("zoo")
 
 
 register_resolvers()
+
+# Lightning advertises a cloud logger on every run and warns about its own use of a
+# deprecated torch API; neither is actionable for a user of this zoo.
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+    lambda record: "litlogger" not in record.getMessage()
+)
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
 def write_json(path: str | Path, values: dict[str, Any]) -> Path:

@@ -1,7 +1,8 @@
 """Callbacks shared by every family."""
 
+from zoo.callbacks.checkpoint_io import AtomicCheckpointIO
 from zoo.callbacks.ema import EMA
 from zoo.callbacks.plot import CurvePlotter
 from zoo.callbacks.samples import SampleWriter
 
-__all__ = ["EMA", "CurvePlotter", "SampleWriter"]
+__all__ = ["AtomicCheckpointIO", "EMA", "CurvePlotter", "SampleWriter"]

@@ -33,6 +33,7 @@ class EMA(L.Callback):
         self.num_updates = 0
         self.ema_weights: dict[str, torch.Tensor] = {}
         self._live_weights: dict[str, torch.Tensor] | None = None  # set while EMA is swapped in
+        self._last_step = -1  # the global step of the last update
 
     def _tracked(self, pl_module: L.LightningModule) -> dict[str, torch.Tensor]:
         return {
@@ -50,6 +51,7 @@ class EMA(L.Callback):
     # Updating
 
     def on_fit_start(self, trainer, pl_module):
+        self._last_step = trainer.global_step
         tracked = self._tracked(pl_module)
         if not self.ema_weights:
             self.ema_weights = {name: t.detach().clone() for name, t in tracked.items()}
@@ -60,6 +62,11 @@ class EMA(L.Callback):
 
     @torch.no_grad()
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        # With gradient accumulation a batch may end without an optimizer step;
+        # the average follows steps, not batches.
+        if trainer.global_step == self._last_step:
+            return
+        self._last_step = trainer.global_step
         decay = self.current_decay()
         for name, live in self._tracked(pl_module).items():
             self.ema_weights[name].lerp_(live.detach(), 1.0 - decay)

@@ -70,7 +70,8 @@ class SampleWriter(L.Callback):
 
     def _due(self, trainer) -> bool:
         epoch = trainer.current_epoch + 1
-        last_epoch = trainer.max_epochs is not None and epoch >= trainer.max_epochs
+        # max_epochs is -1 (or None) when only max_steps bounds the run.
+        last_epoch = trainer.max_epochs not in (None, -1) and epoch >= trainer.max_epochs
         return not trainer.sanity_checking and (epoch % self.every_n_epochs == 0 or last_epoch)
 
     def on_validation_batch_end(
