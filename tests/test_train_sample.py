@@ -210,3 +210,13 @@ def test_checkpoint_trained_on_gpu_samples_on_cpu(tmp_path):
         f"output_dir={tmp_path / 'out'}",
     )
     assert torch.load(tmp_path / "out" / "samples.pt").shape == (4, 1, 8, 8)
+
+
+def test_train_script_reports_a_missing_data_folder_in_one_line(tmp_path):
+    process = run_script(
+        "train.py", "data=image_folder", f"data.root={tmp_path / 'none'}", check=False
+    )
+    assert process.returncode != 0 and "Traceback" not in process.stderr
+    assert process.stderr.strip().splitlines()[-1] == (
+        f"train.py: image folder not found: {tmp_path / 'none'}; pass data.root=<a folder of images>"
+    )

@@ -1,6 +1,18 @@
-"""The one error type for problems a user can fix."""
+"""Errors for problems a user can fix; the entry scripts print them as one line, no traceback."""
 
 
 class ZooError(Exception):
-    """A mistake in the user's input (a path, an override, a file); the entry scripts print it
-    as one line, without a traceback. Its message names the cause and the fix."""
+    """A mistake in the user's input (a path, an override, a file). Its message names the
+    cause and the fix."""
+
+
+class ConfigError(ZooError, ValueError):
+    """A config value that cannot work (a wrong size, an unknown option)."""
+
+
+class DataNotFoundError(ZooError, FileNotFoundError):
+    """A data set or file that is not where the config says."""
+
+
+class DownloadError(ZooError, ConnectionError):
+    """A download the user asked for that failed."""

@@ -14,6 +14,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
@@ -70,13 +71,25 @@ def build_model(model_cfg: DictConfig | dict, spec: dict[str, Any]) -> Generativ
     return cls(spec=spec, **values)
 
 
+def _instantiate(config: DictConfig, **kwargs) -> Any:
+    """Return ``hydra.utils.instantiate(config)``, letting a ZooError through unwrapped.
+
+    Hydra wraps what a constructor raises; a user's mistake should read as its own
+    one-line message, not as a traceback of the instantiation machinery.
+    """
+    try:
+        return instantiate(config, **kwargs)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, ZooError):
+            raise error.__cause__ from None
+        raise
+
+
 def _instantiate_group(group: DictConfig | None) -> list[Any]:
     """Return the objects of a group of ``name: {_target_: ...}`` entries, skipping nulls."""
     if not group:
         return []
-    return [
-        instantiate(entry) for entry in group.values() if entry is not None and "_target_" in entry
-    ]
+    return [_instantiate(e) for e in group.values() if e is not None and "_target_" in e]
 
 
 def _scalars(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
@@ -100,12 +113,12 @@ def train(cfg: DictConfig) -> float | None:
             f"ckpt_path={cfg.ckpt_path} does not exist: pass the path of a .ckpt to resume from"
         )
 
-    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    datamodule: L.LightningDataModule = _instantiate(cfg.data)
     spec = datamodule.spec.to_dict()
     model = build_model(cfg.model, spec)
     callbacks = _instantiate_group(cfg.get("callbacks"))
     loggers = _instantiate_group(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: L.Trainer = _instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     num_parameters = sum(p.numel() for p in model.parameters())

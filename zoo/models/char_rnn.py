@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.data.tokenizers import tokenizer_from_state
+from zoo.errors import ConfigError
 from zoo.metrics import perplexity
 from zoo.models.base import GenerativeModule
 from zoo.nn.sampling import sample_from_logits
@@ -42,11 +43,11 @@ class CharRNN(GenerativeModule):
         super().__init__(spec, optimizer, scheduler, scheduler_interval)
         self.save_hyperparameters()
         if self.spec.modality != "text":
-            raise ValueError(
+            raise ConfigError(
                 "the char-RNN models text; choose a text data set (e.g. data=shakespeare)"
             )
         if cell not in CELLS:
-            raise ValueError(f"model.cell must be one of {sorted(CELLS)}, got {cell!r}")
+            raise ConfigError(f"model.cell must be one of {sorted(CELLS)}, got {cell!r}")
         self.tokenizer = tokenizer_from_state(self.spec.tokenizer)
         vocab_size = self.spec.vocab_size
         self.embedding = nn.Embedding(vocab_size, embedding_dim)
@@ -100,7 +101,7 @@ class CharRNN(GenerativeModule):
     ) -> list[str]:
         """Return ``num_samples`` texts: the prompt, then ``max_new_tokens`` sampled characters."""
         if not prompt:
-            raise ValueError(
+            raise ConfigError(
                 "the char-RNN needs a prompt of at least one character (e.g. prompt='\\n')"
             )
         tokens = torch.tensor([self.tokenizer.encode(prompt)] * num_samples, device=self.device)

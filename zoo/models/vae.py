@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo.errors import ConfigError
 from zoo.metrics import bits_per_dim
 from zoo.models.base import GenerativeModule
 
@@ -141,16 +142,16 @@ class VAE(GenerativeModule):
         super().__init__(spec, optimizer, scheduler, scheduler_interval)
         self.save_hyperparameters()
         if self.spec.modality != "image":
-            raise ValueError("the VAE models images; choose an image data set (e.g. data=digits)")
+            raise ConfigError("the VAE models images; choose an image data set (e.g. data=digits)")
         if likelihood not in ("discretized_logistic", "categorical"):
-            raise ValueError(
+            raise ConfigError(
                 f"likelihood must be 'discretized_logistic' or 'categorical', got {likelihood!r}"
             )
         channels = list(channels)
         c, h, w = self.spec.shape
         factor = 2 ** len(channels)
         if h % factor or w % factor:
-            raise ValueError(
+            raise ConfigError(
                 f"the VAE halves the image {len(channels)} times ({len(channels)} entries in "
                 f"model.channels), so H and W must be multiples of {factor}; the data are {h}×{w}: "
                 "use fewer channel entries or resize the images (data.image_size)"

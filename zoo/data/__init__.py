@@ -1,0 +1,27 @@
+"""LightningDataModules for images and text, and the spec that tells models what data look like."""
+
+from zoo.data.images import (
+    CIFAR10DataModule,
+    DigitsDataModule,
+    FashionMNISTDataModule,
+    ImageDataModule,
+    ImageFolderDataModule,
+    MNISTDataModule,
+)
+from zoo.data.spec import DataSpec
+from zoo.data.text import ShakespeareDataModule, TextDataModule, TextFileDataModule
+from zoo.data.tokenizers import CharTokenizer
+
+__all__ = [
+    "CIFAR10DataModule",
+    "CharTokenizer",
+    "DataSpec",
+    "DigitsDataModule",
+    "FashionMNISTDataModule",
+    "ImageDataModule",
+    "ImageFolderDataModule",
+    "MNISTDataModule",
+    "ShakespeareDataModule",
+    "TextDataModule",
+    "TextFileDataModule",
+]

