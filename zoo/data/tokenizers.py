@@ -46,7 +46,28 @@ class CharTokenizer:
         return {"kind": self.kind, "chars": self.chars}
 
 
-TOKENIZERS = {CharTokenizer.kind: CharTokenizer}
+class ByteTokenizer:
+    """Maps text to its UTF-8 bytes: a fixed vocabulary of 256 ids that covers any text."""
+
+    kind = "byte"
+    vocab_size = 256
+
+    def encode(self, text: str) -> list[int]:
+        """Return the UTF-8 bytes of ``text`` as ids."""
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids) -> str:
+        """Return the text of a sequence of byte ids; invalid UTF-8 becomes U+FFFD."""
+        # A sampled sequence can stop inside a multi-byte character or hold byte
+        # sequences that are not UTF-8; "replace" keeps decoding total.
+        return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return the tokenizer as plain values."""
+        return {"kind": self.kind}
+
+
+TOKENIZERS = {CharTokenizer.kind: CharTokenizer, ByteTokenizer.kind: ByteTokenizer}
 
 
 def tokenizer_from_state(state: dict[str, Any]):
