@@ -1,8 +1,9 @@
-"""Character-level text data modules: a corpus becomes windows ``(x, y)`` with y = x shifted by one.
+"""Text data modules: a corpus becomes windows ``(x, y)`` of token ids with y = x shifted by one.
 
 A batch is ``x, y`` of int64 token ids, both ``(B, block_size)``: ``y[:, t]`` is the
-character that follows ``x[:, t]``, so a model learns next-character prediction
-(nanoGPT's shakespeare_char, char-rnn). The split is contiguous, as in nanoGPT: the
+token that follows ``x[:, t]``, so a model learns next-token prediction (nanoGPT's
+shakespeare_char, char-rnn). Tokens are characters (``tokenizer="char"``, the default)
+or UTF-8 bytes (``tokenizer="byte"``). The split is contiguous, as in nanoGPT: the
 first 90% of the corpus trains, the last 10% validates. There is no separate test
 split; the test stage reads the validation windows.
 """
@@ -26,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from zoo.data.spec import DataSpec
-from zoo.data.tokenizers import CharTokenizer
+from zoo.data.tokenizers import ByteTokenizer, CharTokenizer
 from zoo.errors import ConfigError, DataNotFoundError, DownloadError
 
 
@@ -76,11 +77,13 @@ class EvenlySpacedWindows(Dataset):
 
 
 class TextDataModule(L.LightningDataModule):
-    """Serves next-character windows of a corpus; subclasses implement :meth:`load_text`.
+    """Serves next-token windows of a corpus; subclasses implement :meth:`load_text`.
 
     ``spec`` and ``tokenizer`` are ready as soon as the text can be read (after
     ``prepare_data()`` where a download is involved): they read the corpus on first use.
-    The tokenizer's vocabulary is every character of the whole corpus, as in nanoGPT.
+    With ``tokenizer="char"`` the vocabulary is every character of the whole corpus, as
+    in nanoGPT; with ``tokenizer="byte"`` it is the 256 byte values, known without
+    reading the corpus.
     """
 
     def __init__(
@@ -92,10 +95,13 @@ class TextDataModule(L.LightningDataModule):
         val_windows: int = 256,
         num_workers: int = 0,
         pin_memory: bool = False,
+        tokenizer: str = "char",
     ):
         super().__init__()
         if not 0 < val_fraction < 1:
             raise ConfigError(f"val_fraction must lie in (0, 1), got {val_fraction}")
+        if tokenizer not in ("char", "byte"):
+            raise ConfigError(f"data.tokenizer must be 'char' or 'byte', got {tokenizer!r}")
         self.block_size = block_size
         self.batch_size = batch_size
         self.samples_per_epoch = samples_per_epoch
@@ -103,6 +109,7 @@ class TextDataModule(L.LightningDataModule):
         self.val_windows = val_windows
         self.num_workers = num_workers
         self.pin_memory = pin_memory
+        self.tokenizer_kind = tokenizer
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
 
@@ -116,8 +123,10 @@ class TextDataModule(L.LightningDataModule):
         return self.load_text()
 
     @cached_property
-    def tokenizer(self) -> CharTokenizer:
-        """Return the character tokenizer of the corpus."""
+    def tokenizer(self) -> CharTokenizer | ByteTokenizer:
+        """Return the tokenizer: the corpus's characters, or UTF-8 bytes."""
+        if self.tokenizer_kind == "byte":
+            return ByteTokenizer()
         return CharTokenizer.from_text(self.text)
 
     @property
@@ -137,9 +146,9 @@ class TextDataModule(L.LightningDataModule):
         train, val = tokens[:num_train], tokens[num_train:]
         if min(len(train), len(val)) < self.block_size + 1:
             raise ConfigError(
-                f"the corpus holds {len(tokens)} characters: {len(train)} for training and "
+                f"the corpus holds {len(tokens)} tokens: {len(train)} for training and "
                 f"{len(val)} for validation, too few for windows of block_size + 1 = "
-                f"{self.block_size + 1} characters in each; use a longer text or a smaller "
+                f"{self.block_size + 1} tokens in each; use a longer text or a smaller "
                 "data.block_size"
             )
         self.train_dataset = RandomWindows(train, self.block_size, self.samples_per_epoch)
