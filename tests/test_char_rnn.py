@@ -10,7 +10,7 @@ from zoo.data.spec import DataSpec
 from zoo.data.tokenizers import CharTokenizer, tokenizer_from_state
 from zoo.metrics import bits_per_dim, perplexity
 from zoo.models import CharRNN
-from zoo.nn.sampling import sample_from_logits
+from zoo.nn.sampling import sample_from_logits, truncate_at_stop
 
 TEXT = "ROMEO:\nBut soft, what light through yonder window breaks?\n\n"
 
@@ -40,6 +40,48 @@ def test_top_k_keeps_exactly_the_k_most_likely_tokens():
     logits = torch.tensor([[0.0, 3.0, 1.0, 2.0, -1.0]]).repeat(2000, 1)
     draws = sample_from_logits(logits, top_k=2, generator=torch.Generator().manual_seed(0))
     assert set(draws.tolist()) == {1, 3}
+
+
+@pytest.mark.parametrize(
+    "top_p,support",
+    [
+        (0.4, {0}),
+        (0.5, {0}),
+        (0.75, {0, 1}),
+        (0.9, {0, 1, 2}),
+        (0.97, {0, 1, 2, 3}),
+        (1.0, {0, 1, 2, 3}),
+    ],
+)
+def test_top_p_keeps_the_smallest_set_of_likeliest_tokens_whose_mass_reaches_p(top_p, support):
+    # Probabilities 0.5, 0.3, 0.15, 0.05 over tokens 0..3, listed out of order in the row.
+    probs = torch.tensor([0.15, 0.5, 0.05, 0.3])
+    token_of_rank = [1, 3, 0, 2]
+    logits = probs.log().repeat(4000, 1)
+    draws = sample_from_logits(logits, top_p=top_p, generator=torch.Generator().manual_seed(0))
+    assert set(draws.tolist()) == {token_of_rank[rank] for rank in support}
+
+
+def test_top_p_renormalises_the_kept_tokens_and_applies_after_top_k():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    g = torch.Generator().manual_seed(0)
+    draws = sample_from_logits(probs.log().repeat(20000, 1), top_p=0.75, generator=g)
+    assert draws.eq(0).float().mean() == pytest.approx(0.5 / 0.8, abs=0.02)
+    # top-k leaves 0.5 and 0.3 (renormalised to 0.625 and 0.375); p=0.6 then keeps one.
+    draws = sample_from_logits(probs.log().repeat(2000, 1), top_k=2, top_p=0.6, generator=g)
+    assert set(draws.tolist()) == {0}
+
+
+def test_top_p_outside_the_unit_interval_is_refused():
+    with pytest.raises(ValueError, match="top_p must lie in"):
+        sample_from_logits(torch.zeros(1, 3), top_p=0.0)
+
+
+def test_truncate_at_stop_cuts_after_the_first_stop_string():
+    assert truncate_at_stop("Good night.\n\nROMEO:\nAy.\n\n", "\n\n") == "Good night.\n\n"
+    assert truncate_at_stop("no stop here", "\n\n") == "no stop here"
+    assert truncate_at_stop("kept whole", None) == "kept whole"
+    assert truncate_at_stop("kept whole", "") == "kept whole"
 
 
 def test_temperature_zero_is_greedy_and_low_temperature_sharpens():
@@ -81,6 +123,16 @@ def test_char_rnn_samples_are_reproducible_with_a_seeded_generator():
     second = model.sample(3, generator=torch.Generator().manual_seed(7), max_new_tokens=20)
     assert first == second
     assert all(len(text) == 21 and text.startswith("\n") for text in first)
+
+
+def test_char_rnn_samples_end_after_the_stop_string_and_take_top_p():
+    model = CharRNN(text_spec(), hidden_size=32, num_layers=1).eval()
+    options = {"prompt": "RO", "max_new_tokens": 60, "top_p": 0.95}
+    full = model.sample(4, generator=torch.Generator().manual_seed(3), **options)
+    stopped = model.sample(4, generator=torch.Generator().manual_seed(3), stop="o", **options)
+    assert stopped == ["RO" + truncate_at_stop(text[2:], "o") for text in full]
+    assert any(len(text) < len(full_text) for text, full_text in zip(stopped, full, strict=True))
+    assert all(text[2:].count("o") <= 1 for text in stopped)
 
 
 def test_char_rnn_refuses_image_data():

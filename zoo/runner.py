@@ -19,11 +19,12 @@ from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from zoo.callbacks.ema import EMA_KEY
 from zoo.callbacks.samples import save_image_grid, save_texts
+from zoo.checkpoints import datamodule_from_checkpoint, load_checkpoint, model_from_checkpoint
 from zoo.config import register_resolvers
 from zoo.errors import ZooError
-from zoo.models import FAMILIES, GenerativeModule
+from zoo.evaluation import JudgeMissingError, evaluate_model, judge_images
+from zoo.models import GenerativeModule
 
 log = logging.getLogger("zoo")
 
@@ -116,6 +117,10 @@ def train(cfg: DictConfig) -> float | None:
     datamodule: L.LightningDataModule = _instantiate(cfg.data)
     spec = datamodule.spec.to_dict()
     model = build_model(cfg.model, spec)
+    model.data_record = {
+        "name": cfg.data_name,
+        "config": OmegaConf.to_container(cfg.data, resolve=True),
+    }
     callbacks = _instantiate_group(cfg.get("callbacks"))
     loggers = _instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = _instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -140,11 +145,23 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.get("test"):
         trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, weights_only=True)
         test_metrics = _scalars(trainer.callback_metrics, "test/")
+    evaluation = cfg.get("evaluation")
+    last_path = (
+        str(Path(checkpoint.dirpath) / "last.ckpt") if checkpoint and checkpoint.save_last else ""
+    )
+    if evaluation and evaluation.enabled and trainer.is_global_zero and (best_path or last_path):
+        sample_quality = _evaluate_after_training(
+            best_path or last_path,
+            datamodule,
+            OmegaConf.to_container(evaluation, resolve=True),
+            trainer,
+        )
+        test_metrics.update(sample_quality)
 
     results = {
         "name": cfg.name,
         "family": model.family,
-        "data": cfg.data._target_.rsplit(".", 1)[-1],
+        "data": cfg.data_name,
         "seed": cfg.get("seed"),
         "monitor": cfg.monitor,
         "best_score": float(checkpoint.best_model_score)
@@ -152,12 +169,7 @@ def train(cfg: DictConfig) -> float | None:
         else None,
         "val": val_metrics,
         "test": test_metrics,
-        "checkpoints": {
-            "last": str(Path(checkpoint.dirpath) / "last.ckpt")
-            if checkpoint and checkpoint.save_last
-            else None,
-            "best": best_path or None,
-        },
+        "checkpoints": {"last": last_path or None, "best": best_path or None},
         "num_parameters": num_parameters,
         "global_step": trainer.global_step,
         "epochs": trainer.current_epoch,
@@ -170,6 +182,34 @@ def train(cfg: DictConfig) -> float | None:
 
     value = val_metrics.get(cfg.monitor, results["best_score"])
     return value if value is None or math.isfinite(value) else float("nan")
+
+
+def _evaluate_after_training(
+    checkpoint_path: str,
+    datamodule: L.LightningDataModule,
+    evaluation: dict[str, Any],
+    trainer: L.Trainer,
+) -> dict[str, float]:
+    """Return the sample-quality metrics (``test/fid``, …) of a checkpoint, logged to the loggers.
+
+    The model is rebuilt from the checkpoint exactly as sample.py does (EMA
+    weights when kept), so the figures describe what a user samples. Image
+    families only; without a judge, logs how to train one and returns nothing.
+    """
+    checkpoint = load_checkpoint(checkpoint_path, map_location=trainer.strategy.root_device)
+    model = model_from_checkpoint(checkpoint).to(trainer.strategy.root_device)
+    if model.spec.modality != "image" or not model.generates:
+        return {}
+    try:
+        metrics = evaluate_model(model, datamodule, model.data_record, evaluation)
+    except JudgeMissingError as error:
+        log.warning("sample-quality metrics skipped: %s", error)
+        return {}
+    metrics = {f"test/{name}": float(value) for name, value in metrics.items()}
+    for logger in trainer.loggers:
+        logger.log_metrics(metrics, step=trainer.global_step)
+        logger.save()
+    return metrics
 
 
 def _report(results: dict[str, Any], output_dir: Path, callbacks: list[Any]) -> None:
@@ -197,7 +237,15 @@ def _report(results: dict[str, Any], output_dir: Path, callbacks: list[Any]) -> 
 # sample --------------------------------------------------------------------------
 
 # Options that sample.py forwards to a family's sample() call when they are set.
-SAMPLE_OPTIONS = ("labels", "prompt", "max_new_tokens", "temperature", "top_k")
+SAMPLE_OPTIONS = (
+    "labels",
+    "prompt",
+    "max_new_tokens",
+    "temperature",
+    "top_k",
+    "top_p",
+    "stop",
+)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -210,57 +258,6 @@ def resolve_device(name: str) -> torch.device:
             f"device={name} was asked for, but CUDA is not available here: use device=cpu"
         )
     return device
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Return a zoo checkpoint's contents, loaded as plain data (never running code).
-
-    Raises ZooError naming the cause when the file is missing, unreadable, or
-    not a checkpoint written by zoo's train.py.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ZooError(
-            f"checkpoint not found: {path}. Pass ckpt_path= a .ckpt written by train.py "
-            "(it prints them; e.g. outputs/<run>/checkpoints/last.ckpt)"
-        )
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises several types for truncated or foreign files
-        if "Unsupported global" in str(error):
-            raise ZooError(
-                f"{path} holds Python objects, not plain data; zoo loads only checkpoints of plain "
-                "values (weights_only=True), so that loading never runs code"
-            ) from None
-        raise ZooError(
-            f"{path} cannot be read as a PyTorch checkpoint (truncated or corrupt?): {error}. "
-            "Use last.ckpt or another checkpoint of the run"
-        ) from None
-    if not isinstance(checkpoint, dict) or "zoo" not in checkpoint:
-        raise ZooError(
-            f"{path} is not a zoo checkpoint (no 'zoo' entry): pass a .ckpt written by train.py"
-        )
-    family = checkpoint["zoo"].get("family")
-    if family not in FAMILIES:
-        raise ZooError(
-            f"{path} was written by the family {family!r}, which this zoo does not know; "
-            f"known families: {sorted(FAMILIES)}"
-        )
-    return checkpoint
-
-
-def model_from_checkpoint(checkpoint: dict[str, Any], use_ema: bool = True) -> GenerativeModule:
-    """Return the family module rebuilt from a checkpoint alone, in eval mode.
-
-    With ``use_ema`` the averaged weights stored by the EMA callback replace the
-    live ones, when the checkpoint has them.
-    """
-    cls = FAMILIES[checkpoint["zoo"]["family"]]
-    model = cls(**checkpoint["hyper_parameters"])
-    model.load_state_dict(checkpoint["state_dict"])
-    if use_ema and checkpoint.get(EMA_KEY):
-        model.load_state_dict(checkpoint[EMA_KEY], strict=False)
-    return model.eval()
 
 
 def _sample_options(model: GenerativeModule, cfg: DictConfig) -> dict[str, Any]:
@@ -289,7 +286,7 @@ def _sample_options(model: GenerativeModule, cfg: DictConfig) -> dict[str, Any]:
 
 
 def sample(cfg: DictConfig) -> dict[str, Any]:
-    """Write samples from ``cfg.ckpt_path``; return what was written (paths, throughput)."""
+    """Write samples from ``cfg.ckpt_path`` (and, with ``evaluate``, judge them); return what was done."""
     if OmegaConf.is_missing(cfg, "ckpt_path"):
         raise ZooError(
             "ckpt_path= is required: the .ckpt to sample from (train.py prints its path)"
@@ -299,10 +296,46 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     checkpoint = load_checkpoint(cfg.ckpt_path, map_location=device)
     model = model_from_checkpoint(checkpoint, use_ema=cfg.use_ema).to(device)
+    output_dir = Path(cfg.output_dir)
+    result: dict[str, Any] = {"family": model.family}
+    images = None
+    if model.generates or not cfg.get("evaluate"):
+        drawn, elapsed = _draw(model, cfg, device)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        if isinstance(drawn[0], torch.Tensor):
+            images = torch.cat(drawn).float().cpu()
+            torch.save(images, output_dir / "samples.pt")
+            written = {
+                "grid": str(save_image_grid(images, output_dir / "samples.png")),
+                "tensor": str(output_dir / "samples.pt"),
+            }
+            unit = "images"
+        else:
+            texts = [text for batch in drawn for text in batch]
+            written = {"text": str(save_texts(texts, output_dir / "samples.txt"))}
+            unit = "samples"
+        result.update(
+            num_samples=cfg.num_samples,
+            seconds=round(elapsed, 3),
+            **{f"{unit}_per_second": round(cfg.num_samples / max(elapsed, 1e-9), 2)},
+            **written,
+        )
+    if cfg.get("evaluate"):
+        metrics = _evaluate_checkpoint(model, checkpoint, images, cfg, device)
+        evaluation_path = write_json(
+            output_dir / "evaluation.json", {"checkpoint": str(cfg.ckpt_path), **metrics}
+        )
+        result.update(metrics, evaluation=str(evaluation_path))
+    return result
+
+
+def _draw(
+    model: GenerativeModule, cfg: DictConfig, device: torch.device
+) -> tuple[list[Any], float]:
+    """Return the samples drawn in batches with the seeded generator, and the seconds it took."""
     options = _sample_options(model, cfg)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     batch_size = cfg.get("batch_size") or cfg.num_samples
-
     start = time.perf_counter()
     batches = []
     for first in range(0, cfg.num_samples, batch_size):
@@ -311,27 +344,32 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
             batches.append(model.sample(count, generator=generator, **options))
         except ValueError as error:  # a family's check of an option's value
             raise ZooError(str(error)) from None
-    elapsed = time.perf_counter() - start
+    return batches, time.perf_counter() - start
 
-    output_dir = Path(cfg.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if isinstance(batches[0], torch.Tensor):
-        images = torch.cat(batches).float().cpu()
-        written = {
-            "grid": str(save_image_grid(images, output_dir / "samples.png")),
-            "tensor": str(output_dir / "samples.pt"),
-        }
-        torch.save(images, output_dir / "samples.pt")
-        unit = "images"
-    else:
-        texts = [text for batch in batches for text in batch]
-        written = {"text": str(save_texts(texts, output_dir / "samples.txt"))}
-        unit = "samples"
-    result = {
-        "family": model.family,
-        "num_samples": cfg.num_samples,
-        "seconds": round(elapsed, 3),
-        f"{unit}_per_second": round(cfg.num_samples / max(elapsed, 1e-9), 2),
-        **written,
-    }
-    return result
+
+def _evaluate_checkpoint(
+    model: GenerativeModule,
+    checkpoint: dict[str, Any],
+    images: torch.Tensor | None,
+    cfg: DictConfig,
+    device: torch.device,
+) -> dict[str, float]:
+    """Return the test metrics of a checkpoint on its own data set's test split, and, for images,
+    the sample-quality metrics of ``images``."""
+    datamodule = datamodule_from_checkpoint(checkpoint)
+    tester = L.Trainer(
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    metrics: dict[str, float] = {}
+    for row in tester.test(model, datamodule=datamodule, verbose=False):
+        metrics.update({name: float(value) for name, value in row.items()})
+    if images is not None:
+        evaluation = OmegaConf.to_container(cfg.evaluation, resolve=True)
+        quality = judge_images(images, datamodule, model.data_record, evaluation, device)
+        metrics.update({f"test/{name}": value for name, value in quality.items()})
+    return metrics

@@ -2,7 +2,8 @@
 
 from zoo.callbacks.checkpoint_io import AtomicCheckpointIO
 from zoo.callbacks.ema import EMA
+from zoo.callbacks.export import ExportBest
 from zoo.callbacks.plot import CurvePlotter
 from zoo.callbacks.samples import SampleWriter
 
-__all__ = ["AtomicCheckpointIO", "EMA", "CurvePlotter", "SampleWriter"]
+__all__ = ["AtomicCheckpointIO", "EMA", "ExportBest", "CurvePlotter", "SampleWriter"]

@@ -10,9 +10,10 @@ from zoo.data.images import (
 )
 from zoo.data.spec import DataSpec
 from zoo.data.text import ShakespeareDataModule, TextDataModule, TextFileDataModule
-from zoo.data.tokenizers import CharTokenizer
+from zoo.data.tokenizers import ByteTokenizer, CharTokenizer
 
 __all__ = [
+    "ByteTokenizer",
     "CIFAR10DataModule",
     "CharTokenizer",
     "DataSpec",

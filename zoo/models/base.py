@@ -25,6 +25,7 @@ class GenerativeModule(L.LightningModule):
     """
 
     family: str = ""
+    generates: bool = True  # False for families that judge rather than generate (the classifier)
 
     def __init__(
         self,
@@ -35,6 +36,9 @@ class GenerativeModule(L.LightningModule):
     ):
         super().__init__()
         self.spec = DataSpec.from_dict(spec)
+        # The data set's name and config (plain values), recorded in checkpoints so that
+        # evaluation can rebuild the data the model was trained on. Set by the runner.
+        self.data_record: dict[str, Any] | None = None
 
     # Optimisation ---------------------------------------------------------------
 
@@ -71,3 +75,5 @@ class GenerativeModule(L.LightningModule):
         # Marks the file as ours and names the family, so sample.py can rebuild the
         # model from the checkpoint alone without importing a path stored in it.
         checkpoint["zoo"] = {"family": self.family, "version": zoo.__version__}
+        if self.data_record:
+            checkpoint["zoo"]["data"] = self.data_record

@@ -17,7 +17,7 @@ from zoo.data.tokenizers import tokenizer_from_state
 from zoo.errors import ConfigError
 from zoo.metrics import perplexity
 from zoo.models.base import GenerativeModule
-from zoo.nn.sampling import sample_from_logits
+from zoo.nn.sampling import sample_from_logits, truncate_at_stop
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -98,8 +98,13 @@ class CharRNN(GenerativeModule):
         max_new_tokens: int = 500,
         temperature: float = 1.0,
         top_k: int | None = None,
+        top_p: float | None = None,
+        stop: str | None = None,
     ) -> list[str]:
-        """Return ``num_samples`` texts: the prompt, then ``max_new_tokens`` sampled characters."""
+        """Return ``num_samples`` texts: the prompt, then ``max_new_tokens`` sampled characters.
+
+        Each text ends after the first ``stop`` string its generated part holds, if any.
+        """
         if not prompt:
             raise ConfigError(
                 "the char-RNN needs a prompt of at least one character (e.g. prompt='\\n')"
@@ -109,9 +114,13 @@ class CharRNN(GenerativeModule):
         generated = []
         for _ in range(max_new_tokens):
             next_token = sample_from_logits(
-                logits[:, -1], temperature=temperature, top_k=top_k, generator=generator
+                logits[:, -1],
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                generator=generator,
             )  # (B,)
             generated.append(next_token)
             logits, state = self(next_token[:, None], state)
         ids = torch.stack(generated, dim=1).tolist() if generated else [[]] * num_samples
-        return [prompt + self.tokenizer.decode(row) for row in ids]
+        return [prompt + truncate_at_stop(self.tokenizer.decode(row), stop) for row in ids]

@@ -1,4 +1,7 @@
-"""Drawing tokens from logits: temperature and top-k, shared by the text families."""
+"""Drawing tokens from logits (temperature, top-k, top-p) and cutting texts at a stop string.
+
+Shared by the text families.
+"""
 
 from __future__ import annotations
 
@@ -10,20 +13,43 @@ def sample_from_logits(
     *,
     temperature: float = 1.0,
     top_k: int | None = None,
+    top_p: float | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Return one token id per row of ``logits`` (B, V), drawn after temperature and top-k.
+    """Return one token id per row of ``logits`` (B, V), drawn after temperature, top-k and top-p.
 
-    ``temperature=0`` means greedy decoding (the arg-max).
+    ``temperature=0`` means greedy decoding (the arg-max). ``top_k`` keeps the k most
+    likely tokens; ``top_p`` (nucleus sampling, Holtzman et al. 2020) keeps the smallest
+    set of most likely tokens whose probability mass reaches p, and always the most
+    likely token. Both apply after the temperature, top-k first.
     """
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
     if temperature == 0:
         return logits.argmax(dim=-1)
-    logits = logits / temperature
+    logits = logits.float() / temperature
     if top_k is not None and top_k > 0 and top_k < logits.size(-1):
         # Keep the k largest logits; ties at the k-th value are kept too.
         kth_largest = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth_largest, float("-inf"))
-    probs = torch.softmax(logits.float(), dim=-1)
+    if top_p is not None and top_p < 1:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        sorted_probs = torch.softmax(sorted_logits, dim=-1)
+        # A token stays when the mass of the tokens ranked above it is still below p;
+        # the top token has nothing above it, so it always stays.
+        mass_above = sorted_probs.cumsum(dim=-1) - sorted_probs
+        remove_sorted = mass_above >= top_p
+        remove = torch.empty_like(remove_sorted).scatter_(-1, order, remove_sorted)
+        logits = logits.masked_fill(remove, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+
+
+def truncate_at_stop(generated: str, stop: str | None) -> str:
+    """Return ``generated`` cut right after the first occurrence of ``stop`` (whole if absent)."""
+    if not stop:
+        return generated
+    end = generated.find(stop)
+    return generated if end < 0 else generated[: end + len(stop)]

@@ -1,0 +1,28 @@
+"""Rank runs: ``python leaderboard.py outputs --sort test/fid`` (see README.md)."""
+
+import argparse
+import sys
+
+from zoo.errors import ZooError
+from zoo.leaderboard import write_leaderboard
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Rank the runs under a folder by a metric.")
+    parser.add_argument(
+        "root", nargs="?", default="outputs", help="folder of runs (default: outputs)"
+    )
+    parser.add_argument("--sort", default="test/fid", help="metric to rank by (default: test/fid)")
+    parser.add_argument("--out", default=None, help="where to write (default: the runs folder)")
+    arguments = parser.parse_args()
+    try:
+        written = write_leaderboard(arguments.root, arguments.sort, arguments.out)
+    except ZooError as error:
+        sys.exit(f"leaderboard.py: {error}")
+    print(open(written["table"]).read())
+    for name, path in written.items():
+        print(f"{name:<8}{path}")
+
+
+if __name__ == "__main__":
+    main()

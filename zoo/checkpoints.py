@@ -1,0 +1,86 @@
+"""Reading zoo checkpoints as plain data, and rebuilding what they describe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import get_class
+
+from zoo.callbacks.ema import EMA_KEY
+from zoo.errors import ZooError
+from zoo.models import FAMILIES, GenerativeModule
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Return a zoo checkpoint's contents, loaded as plain data (never running code).
+
+    Raises ZooError naming the cause when the file is missing, unreadable, or
+    not a checkpoint written by zoo's train.py.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ZooError(
+            f"checkpoint not found: {path}. Pass ckpt_path= a .ckpt written by train.py "
+            "(it prints them; e.g. outputs/<run>/checkpoints/last.ckpt)"
+        )
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises several types for truncated or foreign files
+        if "Unsupported global" in str(error):
+            raise ZooError(
+                f"{path} holds Python objects, not plain data; zoo loads only checkpoints of plain "
+                "values (weights_only=True), so that loading never runs code"
+            ) from None
+        raise ZooError(
+            f"{path} cannot be read as a PyTorch checkpoint (truncated or corrupt?): {error}. "
+            "Use last.ckpt or another checkpoint of the run"
+        ) from None
+    if not isinstance(checkpoint, dict) or "zoo" not in checkpoint:
+        raise ZooError(
+            f"{path} is not a zoo checkpoint (no 'zoo' entry): pass a .ckpt written by train.py"
+        )
+    family = checkpoint["zoo"].get("family")
+    if family not in FAMILIES:
+        raise ZooError(
+            f"{path} was written by the family {family!r}, which this zoo does not know; "
+            f"known families: {sorted(FAMILIES)}"
+        )
+    return checkpoint
+
+
+def model_from_checkpoint(checkpoint: dict[str, Any], use_ema: bool = True) -> GenerativeModule:
+    """Return the family module rebuilt from a checkpoint alone, in eval mode.
+
+    With ``use_ema`` the averaged weights stored by the EMA callback replace the
+    live ones, when the checkpoint has them.
+    """
+    cls = FAMILIES[checkpoint["zoo"]["family"]]
+    model = cls(**checkpoint["hyper_parameters"])
+    model.load_state_dict(checkpoint["state_dict"])
+    if use_ema and checkpoint.get(EMA_KEY):
+        model.load_state_dict(checkpoint[EMA_KEY], strict=False)
+    model.data_record = checkpoint["zoo"].get("data")
+    return model.eval()
+
+
+def datamodule_from_checkpoint(
+    checkpoint: dict[str, Any], **overrides: Any
+) -> L.LightningDataModule:
+    """Return the data module the checkpoint's model was trained on, rebuilt from its stored config.
+
+    Only zoo's own data modules are rebuilt: a checkpoint never names code to run.
+    """
+    data = checkpoint["zoo"].get("data")
+    if not data:
+        raise ZooError("the checkpoint does not record its data set (it predates that record)")
+    values = dict(data["config"])
+    target = values.pop("_target_", "")
+    cls = get_class(target) if target.startswith("zoo.data.") else None
+    if not (isinstance(cls, type) and issubclass(cls, L.LightningDataModule)):
+        raise ZooError(
+            f"the checkpoint names {target!r} as its data module, which is not one of zoo's"
+        )
+    return cls(**{**values, **overrides})
