@@ -19,7 +19,7 @@ def main() -> None:
         written = write_leaderboard(arguments.root, arguments.sort, arguments.out)
     except ZooError as error:
         sys.exit(f"leaderboard.py: {error}")
-    print(open(written["table"]).read())
+    print(written["table"].read_text())
     for name, path in written.items():
         print(f"{name:<8}{path}")
 

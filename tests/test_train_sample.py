@@ -218,5 +218,6 @@ def test_train_script_reports_a_missing_data_folder_in_one_line(tmp_path):
     )
     assert process.returncode != 0 and "Traceback" not in process.stderr
     assert process.stderr.strip().splitlines()[-1] == (
-        f"train.py: image folder not found: {tmp_path / 'none'}; pass data.root=<a folder of images>"
+        f"train.py: image folder not found: {tmp_path / 'none'}; "
+        "pass data.root=<a folder of images>"
     )

@@ -60,7 +60,7 @@ class Judge:
     def __call__(
         self, images: torch.Tensor, batch_size: int = 500
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return features (N, D) and class probabilities (N, K) of images (N, C, H, W) in [-1, 1]."""
+        """Return features (N, D) and class probabilities (N, K) of images (N, C, H, W)."""
         expected = tuple(self.model.spec.shape)
         if tuple(images.shape[1:]) != expected:
             raise ZooError(
@@ -129,7 +129,7 @@ def real_features(
 def generate(
     model: GenerativeModule, num_samples: int, batch_size: int, seed: int
 ) -> tuple[torch.Tensor, float]:
-    """Return ``num_samples`` images drawn in batches with a seeded generator, and images per second."""
+    """Return ``num_samples`` images drawn in seeded batches, and images per second."""
     generator = torch.Generator(device=model.device).manual_seed(seed)
     start = time.perf_counter()
     batches = []

@@ -286,7 +286,7 @@ def _sample_options(model: GenerativeModule, cfg: DictConfig) -> dict[str, Any]:
 
 
 def sample(cfg: DictConfig) -> dict[str, Any]:
-    """Write samples from ``cfg.ckpt_path`` (and, with ``evaluate``, judge them); return what was done."""
+    """Write samples from ``cfg.ckpt_path`` (scored too with ``evaluate``); return what was done."""
     if OmegaConf.is_missing(cfg, "ckpt_path"):
         raise ZooError(
             "ckpt_path= is required: the .ckpt to sample from (train.py prints its path)"

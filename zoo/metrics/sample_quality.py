@@ -1,4 +1,4 @@
-"""Sample-quality metrics in a feature space: Fréchet distance, KID, precision/recall, density/coverage.
+"""Sample-quality metrics in a feature space: FID, KID, precision/recall, density/coverage.
 
 Pure functions of feature matrices (N, D), so they can be checked against closed
 forms and an independent implementation. The features come from the zoo's own
@@ -75,7 +75,7 @@ def kernel_inception_distance(
             m * (m - 1)
         )
         estimates.append(float(within - 2 * k_xy.mean()))
-    estimates_tensor = torch.tensor(estimates)
+    estimates_tensor = torch.tensor(estimates, dtype=torch.float64)
     spread = float(estimates_tensor.std()) if len(estimates) > 1 else 0.0
     return float(estimates_tensor.mean()), spread
 
