@@ -22,7 +22,7 @@ from lightning.pytorch.profilers import SimpleProfiler
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from zoo.callbacks import EMA, CurvePlotter, SampleWriter
-from zoo.models import VAE, CharRNN
+from zoo.models import GPT, VAE, CharRNN
 from zoo.runner import SAMPLE_OPTIONS, build_model  # importing it registers run_id, choice
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -38,7 +38,7 @@ IMAGE_SPECS = {
     "cifar10": ((3, 32, 32), 256, 10),
 }
 TEXT_DATA = {"shakespeare"}
-FAMILY_CLASSES = {"vae": VAE, "char_rnn": CharRNN}
+FAMILY_CLASSES = {"vae": VAE, "char_rnn": CharRNN, "gpt": GPT}
 PLAIN_TYPES = (dict, list, str, int, float, bool, type(None))
 
 
@@ -161,8 +161,11 @@ def test_experiment_builds_its_model_callbacks_loggers_and_cpu_trainer(
     assert isinstance(model, FAMILY_CLASSES[cfg.hydra.runtime.choices.model])
     assert model.spec == datamodule.spec
     assert model.hparams.optimizer["lr"] == cfg.model.optimizer.lr
-    # The cosine schedule spans the experiment's own number of epochs.
-    assert model.hparams.scheduler["T_max"] == cfg.trainer.max_epochs
+    # The cosine schedule spans the experiment's own length: epochs, or steps for a per-step one.
+    if model.hparams.scheduler_interval == "step":
+        assert model.hparams.scheduler["total_steps"] == cfg.trainer.max_steps
+    else:
+        assert model.hparams.scheduler["T_max"] == cfg.trainer.max_epochs
 
     callbacks = instantiate_group(cfg.callbacks)
     assert isinstance(callbacks["model_checkpoint"], ModelCheckpoint)

@@ -262,3 +262,19 @@ def test_leaderboard_ranks_two_runs_and_draws_readable_figures(evaluated_runs, t
     for name in ("samples", "metrics"):
         with Image.open(written[name]) as figure:
             assert figure.width > 300 and figure.height > 200
+
+
+def test_inception_fid_names_missing_weights_instead_of_downloading(tmp_path):
+    from zoo.evaluation import inception_fid
+
+    with pytest.raises(zoo.errors.ZooError, match="does not exist: pass the path of the FID"):
+        inception_fid(torch.zeros(2, 1, 8, 8), torch.zeros(2, 1, 8, 8), tmp_path / "missing.pth")
+
+
+def test_inception_weights_that_hold_code_are_refused_before_torch_fidelity_loads_them(tmp_path):
+    from zoo.evaluation import inception_fid
+
+    weights = tmp_path / "inception.pth"
+    torch.save({"conv.weight": torch.zeros(1), "hook": print}, weights)
+    with pytest.raises(zoo.errors.ZooError, match="not a file of plain tensors"):
+        inception_fid(torch.zeros(2, 1, 8, 8), torch.zeros(2, 1, 8, 8), weights)

@@ -181,6 +181,12 @@ def inception_fid(
             f"evaluation.inception_weights={weights} does not exist: pass the path of the FID "
             "Inception-v3 weights (pt_inception-2015-12-05-6726825d.pth), or null to skip"
         )
+    try:  # torch-fidelity loads the file with weights_only=False: check it holds data only
+        torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ZooError(
+            f"{weights} is not a file of plain tensors, refusing to load it: {error}"
+        ) from None
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     metric = FrechetInceptionDistance(

@@ -306,8 +306,8 @@ class GPT(GenerativeModule):
         if target in FUSED_OPTIMIZERS and self.hparams.optimizer.get("fused") is None:
             # nanoGPT: the fused kernel where the device has one (CUDA).
             options["fused"] = self.device.type == "cuda"
-        # _convert_="all": lists (betas) reach the optimizer as lists, not ListConfigs, so its
-        # state_dict stays plain data and checkpoints load with weights_only=True.
+        # _convert_="all": list arguments arrive as lists, not ListConfigs, so what the
+        # optimizer and scheduler store stays plain data (checkpoints load weights_only).
         optimizer = instantiate(self.hparams.optimizer, _convert_="all")
         optimizer = optimizer(self.parameter_groups(), **options)
         if not self.hparams.get("scheduler"):

@@ -45,7 +45,7 @@ def warmup_cosine(
     total_steps: int,
     min_lr_ratio: float = 0.1,
 ) -> LambdaLR:
-    """Return a LambdaLR that follows :func:`warmup_cosine_factor`; step it once per optimizer step."""
+    """Return a LambdaLR following :func:`warmup_cosine_factor`; step it every optimizer step."""
     if not 0 <= warmup_steps < total_steps:
         raise ConfigError(
             f"the warm-up + cosine schedule needs 0 <= warmup_steps < total_steps, got "
