@@ -3,17 +3,27 @@
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from zoo.config import register_resolvers
 from zoo.errors import ZooError
-from zoo.runner import train
+
+register_resolvers()  # before Hydra composes: run folders use ${run_id:} and ${choice:...}
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    # Imported here, in the job: a sweep that sends its jobs to SLURM (or to submitit's
+    # local processes) never loads torch itself.
+    from zoo.runner import train
+
     try:
         return train(cfg)
     except ZooError as error:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # the job fails; the sweeper records it (Optuna goes on, a grid stops)
         sys.exit(f"train.py: {error}")
 
 

@@ -22,7 +22,7 @@ from lightning.pytorch.profilers import SimpleProfiler
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from zoo.callbacks import EMA, CurvePlotter, SampleWriter
-from zoo.models import GPT, VAE, CharRNN
+from zoo.models import FAMILIES
 from zoo.runner import SAMPLE_OPTIONS, build_model  # importing it registers run_id, choice
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -38,7 +38,8 @@ IMAGE_SPECS = {
     "cifar10": ((3, 32, 32), 256, 10),
 }
 TEXT_DATA = {"shakespeare"}
-FAMILY_CLASSES = {"vae": VAE, "char_rnn": CharRNN, "gpt": GPT}
+# A model config is named after its family (conf/model/<family>.yaml).
+FAMILY_CLASSES = FAMILIES
 PLAIN_TYPES = (dict, list, str, int, float, bool, type(None))
 
 
@@ -140,6 +141,8 @@ def test_experiment_data_spec_is_static_and_needs_no_files(compose_train, tmp_pa
     spec = instantiate(cfg.data).spec
     if data in IMAGE_SPECS:
         shape, num_levels, num_classes = IMAGE_SPECS[data]
+        if cfg.data.get("image_size"):  # a preset may resize (e.g. MNIST padded to 32×32)
+            shape = (shape[0], cfg.data.image_size, cfg.data.image_size)
         assert (spec.modality, spec.shape) == ("image", shape)
         assert (spec.num_levels, spec.num_classes) == (num_levels, num_classes)
     elif data in TEXT_DATA:
@@ -162,7 +165,9 @@ def test_experiment_builds_its_model_callbacks_loggers_and_cpu_trainer(
     assert model.spec == datamodule.spec
     assert model.hparams.optimizer["lr"] == cfg.model.optimizer.lr
     # The cosine schedule spans the experiment's own length: epochs, or steps for a per-step one.
-    if model.hparams.scheduler_interval == "step":
+    if not model.hparams.scheduler:
+        pass  # a constant learning rate (the diffusion presets)
+    elif model.hparams.scheduler_interval == "step":
         assert model.hparams.scheduler["total_steps"] == cfg.trainer.max_steps
     else:
         assert model.hparams.scheduler["T_max"] == cfg.trainer.max_epochs
@@ -171,9 +176,12 @@ def test_experiment_builds_its_model_callbacks_loggers_and_cpu_trainer(
     assert isinstance(callbacks["model_checkpoint"], ModelCheckpoint)
     assert callbacks["model_checkpoint"].dirpath == str(tmp_path / "run" / "checkpoints")
     assert callbacks["model_checkpoint"].monitor == cfg.monitor == "val/loss"
-    assert isinstance(callbacks["sample_writer"], SampleWriter)
-    assert callbacks["sample_writer"].dirpath == tmp_path / "run" / "samples"
-    assert callbacks["sample_writer"].options == dict(cfg.callbacks.sample_writer.options)
+    if model.generates:
+        assert isinstance(callbacks["sample_writer"], SampleWriter)
+        assert callbacks["sample_writer"].dirpath == tmp_path / "run" / "samples"
+        assert callbacks["sample_writer"].options == dict(cfg.callbacks.sample_writer.options)
+    else:  # the classifier presets export their judge instead of writing samples
+        assert "sample_writer" not in callbacks and "export_judge" in callbacks
     assert isinstance(callbacks["curves"], CurvePlotter)
     assert callbacks["curves"].title == experiment
     assert isinstance(callbacks["lr_monitor"], LearningRateMonitor)
@@ -318,3 +326,55 @@ def test_three_loggers_compose_and_build_without_starting_a_wandb_run(
     # The wandb run starts only when a metric is first logged: nothing is written yet.
     assert not (tmp_path / "wandb_dir").exists()
     assert not (tmp_path / "run" / "wandb").exists()
+
+
+# Sweeps and launchers ----------------------------------------------------------------------
+
+# Each hparams_search config and the experiment it searches (a new search must be added here).
+SEARCHED_EXPERIMENTS = {
+    "vae_optuna": "vae_digits",
+    "char_rnn_optuna": "char_rnn_shakespeare",
+    "classifier_optuna": "classifier_digits",
+}
+
+
+@pytest.mark.parametrize(
+    "search", sorted(path.stem for path in (CONFIG_DIR / "hparams_search").glob("*.yaml"))
+)
+def test_hparams_search_builds_its_sweeper_over_keys_its_experiment_has(compose_train, search):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from hydra_plugins.zoo_optuna_sweeper.optuna_sweeper import ZooOptunaSweeper, parameter
+
+    experiment = SEARCHED_EXPERIMENTS[search]
+    cfg = compose_train(f"experiment={experiment}", f"hparams_search={search}")
+    sweeper = cfg.hydra.sweeper
+    # One study per experiment, in a database outside the timestamped sweep folders.
+    assert (sweeper.study_name, sweeper.storage) == (
+        experiment,
+        f"sqlite:///multirun/{experiment}/optuna.db",
+    )
+    assert sweeper.direction == cfg.monitor_mode and cfg.monitor.startswith("val/")
+    assert cfg.callbacks.model_checkpoint.monitor == cfg.monitor
+    assert sweeper.sampler.seed is None  # workers sharing a study must not draw alike
+    assert isinstance(instantiate(sweeper), ZooOptunaSweeper)  # sampler and pruner build
+    parser = OverridesParser.create()
+    for key, value in sweeper.params.items():
+        assert OmegaConf.select(cfg, key) is not None, f"{search} searches {key}, not in config"
+        parameter(parser.parse_override(f"{key}={value}"))  # a space Optuna can sample
+
+
+def test_slurm_launcher_runs_one_task_per_gpu_and_lets_lightning_requeue(compose_train):
+    launcher = compose_train("hydra/launcher=slurm").hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.tasks_per_node == launcher.gpus_per_node
+    # SLURM warns with USR1, which Lightning's SLURMEnvironment answers: save, then requeue.
+    assert launcher.additional_parameters.signal == f"USR1@{launcher.signal_delay_s}"
+    local = compose_train("hydra/launcher=local").hydra.launcher
+    assert local._target_.endswith("submitit_launcher.LocalLauncher")
+
+
+def test_ddp_trainer_runs_two_cpu_processes_without_a_gpu(compose_train):
+    trainer = compose_train("trainer=ddp").trainer
+    assert (trainer.strategy, trainer.accelerator, trainer.num_nodes) == ("ddp", "auto", 1)
+    assert trainer.devices == ("auto" if torch.cuda.is_available() else 2)

@@ -1,4 +1,4 @@
-"""The judge classifier, the sample-quality metrics, evaluation from a checkpoint, the leaderboard."""
+"""The judge classifier, sample-quality metrics, evaluating a checkpoint, the leaderboard."""
 
 import json
 import math

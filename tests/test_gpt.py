@@ -47,7 +47,8 @@ def tiny_gpt(position: str = "learned", block_size: int = 16, seed: int = 0, **o
 
 
 def spread_weights(model: GPT) -> GPT:
-    """Return ``model`` with large random weights, so greedy decoding does not just repeat."""
+    """Return ``model`` with large random weights: logits far apart, unlike the N(0, 0.02)
+    start, so that rounding differences cannot flip an arg-max or a draw."""
     torch.manual_seed(1)
     with torch.no_grad():
         for parameter in model.parameters():
@@ -103,6 +104,20 @@ def test_cached_generation_equals_uncached_token_for_token_past_block_size(posit
     )
     assert cached.tolist() == uncached.tolist()
     assert len(set(cached[0, 3:].tolist())) > 10
+
+
+@pytest.mark.parametrize("position", ["learned", "rotary"])
+def test_reading_a_sequence_in_chunks_through_the_cache_gives_the_same_logits(position):
+    model = tiny_gpt(position)
+    idx = torch.randint(
+        0, model.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(1)
+    )
+    whole, _ = model(idx)
+    first, cache = model(idx[:, :5])
+    second, cache = model(idx[:, 5:11], cache)  # several new tokens after the cached ones
+    third, cache = model(idx[:, 11:], cache)  # one new token
+    torch.testing.assert_close(torch.cat([first, second, third], dim=1), whole)
+    assert [keys.shape for keys, _ in cache] == [(2, 2, 12, 8)] * 2  # (B, nh, T, hs) per layer
 
 
 def test_cache_runs_the_newest_token_only_until_the_window_slides():
@@ -252,7 +267,7 @@ def test_byte_text_data_trains_a_gpt_over_256_bytes(tmp_path):
 
 
 def test_compiled_gpt_saves_the_plain_state_dict_and_loads_uncompiled():
-    compiled = tiny_gpt(compile=True, n_layer=1)  # one layer: compiling takes seconds
+    compiled = tiny_gpt(compile=True, n_layer=1)
     plain = tiny_gpt(compile=False, n_layer=1, seed=3)
     assert list(compiled.state_dict()) == list(plain.state_dict())
     assert not any("_orig_mod" in key for key in compiled.state_dict())
@@ -263,12 +278,21 @@ def test_compiled_gpt_saves_the_plain_state_dict_and_loads_uncompiled():
     assert saved["hparams"]["compile"] is True
     uncompiled = GPT(**{**saved["hparams"], "compile": False}).eval()
     uncompiled.load_state_dict(saved["state_dict"])  # strict: every key matches
+    for name, tensor in compiled.state_dict().items():
+        assert torch.equal(uncompiled.state_dict()[name], tensor), name
+
+
+@pytest.mark.slow  # compiling takes 10-30 s on two CPU cores
+def test_compiled_gpt_computes_what_the_uncompiled_one_does():
+    compiled = tiny_gpt(compile=True, n_layer=1)  # one layer: the smallest graph to compile
+    uncompiled = tiny_gpt(compile=False, n_layer=1, seed=3)
+    uncompiled.load_state_dict(compiled.state_dict())
     idx = torch.tensor([[1, 2, 3, 4, 5, 6]])
     try:
         logits, _ = compiled(idx)
     except torch._dynamo.exc.BackendCompilerFailed as error:  # e.g. no C++ compiler here
         pytest.skip(f"torch.compile cannot compile on this machine: {error}")
-    torch.testing.assert_close(uncompiled(idx)[0], logits, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(logits, uncompiled(idx)[0], rtol=1e-4, atol=1e-5)
 
 
 # Training through Lightning and the entry scripts ---------------------------------------------
@@ -327,6 +351,7 @@ def test_lightning_training_lowers_the_loss_on_a_tiny_corpus(tmp_path):
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-3)
 
 
+@pytest.mark.slow  # the real train.py and sample.py, each in its own process
 def test_gpt_preset_trains_and_sample_script_continues_a_prompt(tmp_path):
     run_dir = tmp_path / "run"
     results = train_run(

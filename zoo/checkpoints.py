@@ -51,14 +51,21 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return checkpoint
 
 
-def model_from_checkpoint(checkpoint: dict[str, Any], use_ema: bool = True) -> GenerativeModule:
+def model_from_checkpoint(
+    checkpoint: dict[str, Any], use_ema: bool = True, compile: bool = False
+) -> GenerativeModule:
     """Return the family module rebuilt from a checkpoint alone, in eval mode.
 
     With ``use_ema`` the averaged weights stored by the EMA callback replace the
-    live ones, when the checkpoint has them.
+    live ones, when the checkpoint has them. A family with a ``compile`` switch is
+    rebuilt with ``compile`` (off by default: a run compiled on a GPU must still
+    sample on a machine without a compiler).
     """
     cls = FAMILIES[checkpoint["zoo"]["family"]]
-    model = cls(**checkpoint["hyper_parameters"])
+    hyper_parameters = dict(checkpoint["hyper_parameters"])
+    if "compile" in hyper_parameters:
+        hyper_parameters["compile"] = compile
+    model = cls(**hyper_parameters)
     model.load_state_dict(checkpoint["state_dict"])
     if use_ema and checkpoint.get(EMA_KEY):
         model.load_state_dict(checkpoint[EMA_KEY], strict=False)

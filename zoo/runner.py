@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import os
+import secrets
 import time
 import warnings
 from pathlib import Path
@@ -19,6 +20,7 @@ from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from zoo.callbacks.pruning import OptunaPruning
 from zoo.callbacks.samples import save_image_grid, save_texts
 from zoo.checkpoints import datamodule_from_checkpoint, load_checkpoint, model_from_checkpoint
 from zoo.config import register_resolvers
@@ -109,10 +111,7 @@ def train(cfg: DictConfig) -> float | None:
     output_dir = Path(cfg.paths.output_dir)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
-        raise ZooError(
-            f"ckpt_path={cfg.ckpt_path} does not exist: pass the path of a .ckpt to resume from"
-        )
+    ckpt_path = checkpoint_to_resume(cfg, output_dir)
 
     datamodule: L.LightningDataModule = _instantiate(cfg.data)
     spec = datamodule.spec.to_dict()
@@ -122,8 +121,17 @@ def train(cfg: DictConfig) -> float | None:
         "config": OmegaConf.to_container(cfg.data, resolve=True),
     }
     callbacks = _instantiate_group(cfg.get("callbacks"))
-    loggers = _instantiate_group(cfg.get("logger"))
+    trial_number = OmegaConf.select(cfg, "optuna.trial_number")
+    if trial_number is not None:  # a trial of the zoo_optuna sweeper: report to its study
+        pruning = OptunaPruning.for_sweep_trial(trial_number, cfg.monitor)
+        callbacks += [pruning] if pruning else []
+    loggers = [
+        _instantiate(entry, **_wandb_resume(entry, output_dir))
+        for entry in (cfg.get("logger") or {}).values()
+        if entry is not None and "_target_" in entry
+    ]
     trainer: L.Trainer = _instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    _refuse_ddp_relaunch_in_local_sweep(trainer)
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     num_parameters = sum(p.numel() for p in model.parameters())
@@ -131,7 +139,7 @@ def train(cfg: DictConfig) -> float | None:
         logger.log_hyperparams({**resolved, "num_parameters": num_parameters})
 
     start = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     train_time = time.perf_counter() - start
     val_metrics = _scalars(trainer.callback_metrics, "val/")
 
@@ -182,6 +190,79 @@ def train(cfg: DictConfig) -> float | None:
 
     value = val_metrics.get(cfg.monitor, results["best_score"])
     return value if value is None or math.isfinite(value) else float("nan")
+
+
+def checkpoint_to_resume(cfg: DictConfig, output_dir: Path) -> str | None:
+    """Return the checkpoint that fit() resumes from, or None for a fresh start.
+
+    ``ckpt_path`` when given. Otherwise, with ``resume: auto``, the newest checkpoint
+    already in this run's folder: a cluster job that was preempted or timed out is
+    requeued into the same folder, where it finds Lightning's ``hpc_ckpt_N.ckpt`` (saved
+    when SLURM signalled the end) or ``checkpoints/last.ckpt``.
+    """
+    if cfg.get("ckpt_path"):
+        if not Path(cfg.ckpt_path).is_file():
+            raise ZooError(
+                f"ckpt_path={cfg.ckpt_path} does not exist: pass the path of a .ckpt to resume from"
+            )
+        return str(cfg.ckpt_path)
+    resume = cfg.get("resume", "auto")
+    if resume not in ("auto", "never"):
+        raise ZooError(f"resume={resume} is not an option: use auto or never")
+    if resume == "never":
+        return None
+    found = [*output_dir.glob("hpc_ckpt_*.ckpt"), output_dir / "checkpoints" / "last.ckpt"]
+    found = [path for path in found if path.is_file()]
+    if not found:
+        return None
+    newest = max(found, key=lambda path: path.stat().st_mtime)
+    log.info("resuming from %s, already in this run's folder (resume=auto)", newest)
+    return str(newest)
+
+
+def _wandb_resume(logger: DictConfig, output_dir: Path) -> dict[str, Any]:
+    """Return ``id=`` for a wandb logger whose config sets none: an id kept in
+    ``<run>/wandb_id``, so that a requeued or resumed job logs to the same wandb run.
+
+    Rank 0 writes the file; other ranks (whose loggers stay silent) only read it.
+    """
+    if not str(logger.get("_target_", "")).endswith("WandbLogger") or logger.get("id"):
+        return {}
+    from lightning.pytorch.utilities import rank_zero_only
+
+    path = output_dir / "wandb_id"
+    if not path.is_file() and rank_zero_only.rank == 0:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(4) + "\n")
+    return {"id": path.read_text().strip()} if path.is_file() else {}
+
+
+def _refuse_ddp_relaunch_in_local_sweep(trainer: L.Trainer) -> None:
+    """Raises ZooError where DDP would re-launch train.py from a job of a local sweep.
+
+    Lightning starts the extra ranks by running the script again with the parent's
+    command line (sys.argv); in a job of ``-m`` that command is the whole sweep. On a
+    cluster the scheduler starts every rank itself, and ddp_spawn forks instead.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from lightning.pytorch.strategies.launchers.subprocess_script import (
+        _SubprocessScriptLauncher,
+    )
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    launcher = trainer.strategy.launcher
+    if (
+        isinstance(launcher, _SubprocessScriptLauncher)
+        and trainer.num_devices > 1
+        and not launcher.cluster_environment.creates_processes_externally
+    ):
+        raise ZooError(
+            "trainer=ddp cannot run inside a local sweep: Lightning would start its extra "
+            "processes with the sweep's own command line. Sweep on a cluster "
+            "(hydra/launcher=slurm, one task per device), or use trainer.strategy=ddp_spawn"
+        )
 
 
 def _evaluate_after_training(
@@ -245,6 +326,12 @@ SAMPLE_OPTIONS = (
     "top_k",
     "top_p",
     "stop",
+    "sampler",
+    "steps",
+    "eta",
+    "guidance",
+    "clip",
+    "fast",
 )
 
 
@@ -295,7 +382,7 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
         raise ZooError(f"num_samples must be at least 1, got {cfg.num_samples}")
     device = resolve_device(cfg.device)
     checkpoint = load_checkpoint(cfg.ckpt_path, map_location=device)
-    model = model_from_checkpoint(checkpoint, use_ema=cfg.use_ema).to(device)
+    model = model_from_checkpoint(checkpoint, use_ema=cfg.use_ema, compile=cfg.compile).to(device)
     output_dir = Path(cfg.output_dir)
     result: dict[str, Any] = {"family": model.family}
     images = None
@@ -334,6 +421,8 @@ def _draw(
 ) -> tuple[list[Any], float]:
     """Return the samples drawn in batches with the seeded generator, and the seconds it took."""
     options = _sample_options(model, cfg)
+    if "progress" in inspect.signature(model.sample).parameters:
+        options["progress"] = True  # long samplers show a progress bar
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     batch_size = cfg.get("batch_size") or cfg.num_samples
     start = time.perf_counter()

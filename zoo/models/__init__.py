@@ -7,11 +7,22 @@ rebuilds models only through this table, so a checkpoint can never name code to 
 from zoo.models.base import GenerativeModule
 from zoo.models.char_rnn import CharRNN
 from zoo.models.classifier import CNNClassifier
+from zoo.models.diffusion import Diffusion
 from zoo.models.gpt import GPT
+from zoo.models.pixelcnn import PixelCNN
 from zoo.models.vae import VAE
 
 FAMILIES: dict[str, type[GenerativeModule]] = {
-    cls.family: cls for cls in (VAE, CharRNN, CNNClassifier, GPT)
+    cls.family: cls for cls in (VAE, CharRNN, CNNClassifier, GPT, Diffusion, PixelCNN)
 }
 
-__all__ = ["FAMILIES", "CNNClassifier", "CharRNN", "GPT", "GenerativeModule", "VAE"]
+__all__ = [
+    "FAMILIES",
+    "CNNClassifier",
+    "CharRNN",
+    "Diffusion",
+    "GPT",
+    "GenerativeModule",
+    "PixelCNN",
+    "VAE",
+]

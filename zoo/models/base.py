@@ -40,6 +40,16 @@ class GenerativeModule(L.LightningModule):
         # evaluation can rebuild the data the model was trained on. Set by the runner.
         self.data_record: dict[str, Any] | None = None
 
+    # Logging --------------------------------------------------------------------
+
+    def log(self, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
+        """Logs as LightningModule.log does; val/ and test/ metrics are averaged over every
+        process (``sync_dist``), so a run on several devices reports the whole split's figure
+        (a no-op on one device). Per-step train/ metrics stay per process: no sync each step."""
+        if not name.startswith("train/"):
+            kwargs.setdefault("sync_dist", True)
+        super().log(name, value, *args, **kwargs)
+
     # Optimisation ---------------------------------------------------------------
 
     def parameter_groups(self):
@@ -47,10 +57,12 @@ class GenerativeModule(L.LightningModule):
         return self.parameters()
 
     def configure_optimizers(self):
-        optimizer = instantiate(self.hparams.optimizer)(self.parameter_groups())
+        # _convert_="all": list arguments (betas) reach torch as lists, not ListConfig, so the
+        # optimizer's state_dict, and with it every checkpoint, stays plain data.
+        optimizer = instantiate(self.hparams.optimizer, _convert_="all")(self.parameter_groups())
         if not self.hparams.get("scheduler"):
             return optimizer
-        scheduler = instantiate(self.hparams.scheduler)(optimizer)
+        scheduler = instantiate(self.hparams.scheduler, _convert_="all")(optimizer)
         interval = self.hparams.get("scheduler_interval", "epoch")
         return {
             "optimizer": optimizer,

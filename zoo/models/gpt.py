@@ -96,10 +96,13 @@ class CausalSelfAttention(nn.Module):
         else:
             k = torch.cat([past[0], k], dim=2)  # (B, nh, T_past + T, hs)
             v = torch.cat([past[1], v], dim=2)  # (B, nh, T_past + T, hs)
-            # New token t (at position T_past + t) sees every cached token and new ones up to t.
+            # New token t (at position T_past + t) sees every cached token and new ones up to
+            # t; a single new token (the usual step of generation) sees them all.
             T_past = past[0].size(2)
-            mask = torch.ones(T, T_past + T, dtype=torch.bool, device=x.device)
-            mask = mask.tril(diagonal=T_past)  # (T, T_past + T)
+            mask = None
+            if T > 1:
+                mask = torch.ones(T, T_past + T, dtype=torch.bool, device=x.device)
+                mask = mask.tril(diagonal=T_past)  # (T, T_past + T)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side
         return self.resid_dropout(self.c_proj(y)), (k, v)

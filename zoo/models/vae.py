@@ -13,52 +13,15 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from zoo.errors import ConfigError
 from zoo.metrics import bits_per_dim
 from zoo.models.base import GenerativeModule
+from zoo.nn.distributions import LOG_SCALE_MIN, discretized_logistic_log_prob, levels_to_index
 
 # Likelihood math: pure functions of (data, decoder output), checked against closed forms.
-
-LOG_SCALE_MIN = -7.0  # keeps the logistic's scale above ~1e-3, far below one level of 8-bit data
-
-
-def discretized_logistic_log_prob(
-    x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor, num_levels: int
-) -> torch.Tensor:
-    """Return log P(x) elementwise for x on ``num_levels`` levels in [-1, 1].
-
-    Each level owns the bin of half-width 1/(num_levels-1) around it; the two end
-    levels also own the tails to ±infinity, so the probabilities of all levels
-    sum to one (PixelCNN++, Salimans et al. 2017, eq. 2).
-    """
-    half_bin = 1.0 / (num_levels - 1)
-    centered = x - mean
-    inv_scale = torch.exp(-log_scale)
-    upper = inv_scale * (centered + half_bin)
-    lower = inv_scale * (centered - half_bin)
-    log_cdf_upper = F.logsigmoid(upper)  # log P(X < x + h): the bottom level's mass
-    log_survival_lower = F.logsigmoid(-lower)  # log P(X > x - h): the top level's mass
-    # An inner bin's mass σ(u) - σ(l), computed on the side of the mean where it does
-    # not cancel: log σ(u) + log(1 - σ(l)/σ(u)) left of the mean, the mirror image right of it.
-    left = centered < 0
-    larger = torch.where(left, log_cdf_upper, log_survival_lower)
-    smaller = torch.where(left, F.logsigmoid(lower), F.logsigmoid(-upper))
-    log_mid = larger + torch.log(-torch.expm1((smaller - larger).clamp(max=-1e-12)))
-    # Where even that underflows, the density at the bin's centre times its width is exact enough.
-    middle = inv_scale * centered
-    log_density_mass = middle - log_scale - 2 * F.softplus(middle) + math.log(2 * half_bin)
-    log_mid = torch.where(larger - smaller > 1e-5, log_mid, log_density_mass)
-    bottom = x < -1 + half_bin
-    top = x > 1 - half_bin
-    return torch.where(bottom, log_cdf_upper, torch.where(top, log_survival_lower, log_mid))
-
-
-def levels_to_index(x: torch.Tensor, num_levels: int) -> torch.Tensor:
-    """Return the level index (0 … num_levels-1) of values x on the [-1, 1] grid."""
-    return torch.round((x + 1) / 2 * (num_levels - 1)).long().clamp(0, num_levels - 1)
+# The discrete image likelihoods live in zoo.nn.distributions (PixelCNN uses them too).
 
 
 def gaussian_kl_to_standard_normal(mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,371 @@
+"""The zoo_optuna sweeper: Hydra's sweeper interface over an Optuna study kept in a database.
+
+Each round asks the study for up to ``n_jobs`` trials, launches one Hydra job per trial
+through the configured launcher (local, submitit, SLURM), and tells the study how each
+ended: the value the job returned (``monitor``), PRUNED when the job raised
+optuna.TrialPruned (zoo/callbacks/pruning.py), FAIL when it raised anything else or
+returned None or NaN. The study lives in a database named by ``storage`` (SQLite in
+``multirun/<name>/optuna.db`` by default), so the same command resumes it and several
+workers pointed at one database share it: ``n_trials`` counts the study's trials, whoever
+ran them. Optuna is imported only when a sweep starts: Hydra imports this module on
+every run to find its plugins.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import HydraException
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+if TYPE_CHECKING:
+    import optuna
+
+log = logging.getLogger("zoo")
+
+DIRECTIONS = {"min": "minimize", "minimize": "minimize", "max": "maximize", "maximize": "maximize"}
+
+
+class Parameter:
+    """One searched parameter: its Optuna distribution and the override text of a value."""
+
+    def __init__(self, key: str, distribution: Any, texts: dict[Any, str] | None = None):
+        self.key = key
+        self.distribution = distribution
+        self.texts = texts  # categorical values -> override text (lists, quoted strings)
+
+    def override(self, value: Any) -> str:
+        if self.texts is not None:
+            return f"{self.key}={self.texts[value]}"
+        return f"{self.key}={value!r}" if isinstance(value, float) else f"{self.key}={value}"
+
+
+def parameter(override: Override) -> Parameter:
+    """Return the searched parameter that a sweep override describes.
+
+    ``choice(...)`` (or ``a,b,c``) is categorical; ``interval(a, b)`` uniform over floats,
+    log-uniform with ``tag(log, ...)``, over ints with ``tag(int, ...)`` (or both tags);
+    ``range(start, stop, step)`` the stepped values from start up to stop (excluded).
+    """
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    key, sweep = override.get_key_element(), override.value()
+    if isinstance(sweep, ChoiceSweep):
+        # Optuna stores numbers, booleans and None as they are; anything else (strings, lists,
+        # dicts) as the override text, which is also what the job receives.
+        texts = list(override.sweep_string_iterator())
+        values = [
+            element if element is None or isinstance(element, (bool, int, float)) else text
+            for element, text in zip(sweep.list, texts, strict=True)
+        ]
+        return Parameter(
+            key, CategoricalDistribution(values), dict(zip(values, texts, strict=True))
+        )
+    if isinstance(sweep, RangeSweep):
+        values = list(override.sweep_iterator())
+        if not values:
+            raise HydraException(f"{override.input_line}: the range holds no value")
+        low, high, step = values[0], values[-1], sweep.step
+        if all(isinstance(v, int) for v in (low, high, step)):
+            return Parameter(key, IntDistribution(low, high, step=step))
+        return Parameter(key, FloatDistribution(float(low), float(high), step=float(step)))
+    if isinstance(sweep, IntervalSweep):
+        log_scale = "log" in sweep.tags
+        if "int" in sweep.tags:
+            low, high = int(sweep.start), int(sweep.end)
+            return Parameter(key, IntDistribution(low, high, log=log_scale))
+        return Parameter(
+            key, FloatDistribution(float(sweep.start), float(sweep.end), log=log_scale)
+        )
+    raise HydraException(
+        f"{override.input_line}: the zoo_optuna sweeper takes choice(...), a,b,c, range(...) "
+        "and interval(...) (tagged log and/or int: tag(log, int, interval(1, 64)))"
+    )
+
+
+class ZooOptunaSweeper(Sweeper):
+    """Runs the trials of an Optuna study as Hydra jobs (options: config.py beside this file)."""
+
+    def __init__(
+        self,
+        study_name: str,
+        storage: str,
+        direction: str,
+        n_trials: int,
+        n_jobs: int,
+        sampler: Any,
+        pruner: Any,
+        params: dict[str, str] | None,
+        heartbeat_interval: int | None,
+        grace_period: int | None,
+    ):
+        super().__init__()
+        if str(direction) not in DIRECTIONS:
+            raise HydraException(f"hydra.sweeper.direction={direction}: use minimize or maximize")
+        if n_trials < 1 or n_jobs < 1:
+            raise HydraException("hydra.sweeper.n_trials and n_jobs must be at least 1")
+        self.study_name = str(study_name)
+        self.storage_url = str(storage)
+        self.direction = DIRECTIONS[str(direction)]
+        self.n_trials = n_trials
+        self.n_jobs = n_jobs
+        self.sampler = sampler  # Hydra has instantiated these two from their _target_
+        self.pruner = pruner
+        self.params = dict(params or {})
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
+        self.hydra_context: HydraContext | None = None
+        self.config: DictConfig | None = None
+        self.launcher = None
+        self.space_covered = False  # set when a grid-like sampler has tried every point
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.hydra_context = hydra_context
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    # The sweep ---------------------------------------------------------------------------
+
+    def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
+        import optuna
+
+        from zoo.sweeps import displayed_url, open_storage, write_study_report
+
+        space, fixed = self._search_space(arguments)
+        heartbeat = {"heartbeat_interval": self.heartbeat_interval}
+        if self.heartbeat_interval:
+            heartbeat["grace_period"] = self.grace_period or 2 * self.heartbeat_interval
+        storage = open_storage(self.storage_url, **heartbeat)
+        study = optuna.create_study(
+            study_name=self.study_name,
+            storage=storage,
+            sampler=self.sampler,
+            pruner=self.pruner,
+            direction=self.direction,
+            load_if_exists=True,
+        )
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        log.info(
+            "study %s in %s: %d of %d trials done; searching %s",
+            self.study_name,
+            displayed_url(self.storage_url),
+            len(self._counted_trials(study)),
+            self.n_trials,
+            ", ".join(space) or "nothing",
+        )
+
+        returns: list[Sequence[JobReturn]] = []
+        job_index = 0
+        while trials := self._ask(study, storage, space):
+            batch = [
+                [*fixed, *(p.override(trial.params[p.key]) for p in space.values())]
+                + [f"++optuna.trial_number={trial.number}"]
+                for trial in trials
+            ]
+            first_job, job_index = job_index, job_index + len(trials)
+            try:
+                self.validate_batch_is_legal(batch)
+            except Exception as error:  # an override the config cannot take: a mistake, stop
+                for trial in trials:
+                    self._tell_failure(study, trial, f"the config does not compose: {error}")
+                raise
+            try:
+                with self._heartbeat(storage, study, trials):
+                    results = self.launcher.launch(batch, initial_job_idx=first_job)
+            except Exception as error:  # the launcher itself failed: the trials did not run
+                log.error("trials %s could not run", [t.number for t in trials], exc_info=True)
+                for trial in trials:
+                    self._tell_failure(study, trial, f"launch failed: {error!r}")
+                continue
+            except BaseException:  # Ctrl-C: the study must not keep these trials running
+                for trial in trials:
+                    self._tell_failure(study, trial, "the sweep was interrupted")
+                raise
+            for trial, overrides, result in zip(trials, batch, results, strict=True):
+                self._tell(study, trial, overrides[len(fixed) : -1], result)
+            returns.append(results)
+
+        about = {
+            "study_name": self.study_name,
+            "storage": displayed_url(self.storage_url),
+            "direction": self.direction,
+            "metric": str(self.config.get("monitor", "objective")),
+            "n_trials": self.n_trials,
+        }
+        written = write_study_report(study, sweep_dir, about)
+        log.info("study report: %s", "  ".join(str(path) for path in written.values()))
+        return returns
+
+    def _search_space(self, arguments: list[str]) -> tuple[dict[str, Parameter], list[str]]:
+        """Return the searched parameters and the fixed overrides every trial gets.
+
+        The space comes from ``hydra.sweeper.params`` and from sweep overrides on the
+        command line, which win; plain overrides (``debug=smoke``) are passed as they are.
+        """
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        from_config = parser.parse_overrides([f"{k}={v}" for k, v in self.params.items()])
+        from_command_line = parser.parse_overrides(arguments)
+        space: dict[str, Parameter] = {}
+        fixed: dict[str, str] = {}
+        for override in [*from_config, *from_command_line]:
+            key = override.get_key_element()
+            space.pop(key, None)
+            fixed.pop(key, None)
+            if override.is_sweep_override():
+                space[key] = parameter(override)
+            else:
+                fixed[key] = override.input_line or f"{key}={override.get_value_element_as_str()}"
+        return space, list(fixed.values())
+
+    def _counted_trials(self, study: optuna.Study) -> list:
+        """Return the trials that count toward ``n_trials``: all but those waiting to start."""
+        from optuna.trial import TrialState
+
+        counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+        return study.get_trials(deepcopy=False, states=counted)
+
+    def _ask(self, study: optuna.Study, storage: Any, space: dict[str, Parameter]) -> list:
+        """Return the next trials to run (at most ``n_jobs``); none once the study is full.
+
+        Another worker may take the last free trial numbers between the count and the
+        ask: a trial numbered ``n_trials`` or above is handed back (WAITING, the state
+        Optuna gives queued trials; the next ask anywhere takes it), so the study never
+        grows past ``n_trials`` finished trials.
+        """
+        import optuna
+        from optuna.trial import TrialState
+
+        if self.space_covered:
+            return []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # RUNNING trials of dead workers -> FAIL
+        room = self.n_trials - len(self._counted_trials(study))
+        distributions = {key: p.distribution for key, p in space.items()}
+        trials = []
+        for _ in range(min(room, self.n_jobs)):
+            with warnings.catch_warnings():  # heartbeats are ours to send, not optimize()'s
+                warnings.filterwarnings("ignore", message="Heartbeat of storage")
+                trial = study.ask(distributions)
+            if trial.number >= self.n_trials:
+                study_id = storage.get_study_id_from_name(study.study_name)
+                trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+                storage.set_trial_state_values(trial_id, TrialState.WAITING)
+                break
+            trials.append(trial)
+        return trials
+
+    @contextmanager
+    def _heartbeat(self, storage: Any, study: optuna.Study, trials: list) -> Iterator[None]:
+        """Records the trials' heartbeats while their jobs run, so that other workers can tell
+        a live trial from one whose worker died."""
+        if not self.heartbeat_interval:
+            yield
+            return
+        study_id = storage.get_study_id_from_name(study.study_name)
+        trial_ids = [
+            storage.get_trial_id_from_study_id_trial_number(study_id, t.number) for t in trials
+        ]
+        stop = threading.Event()
+
+        def beat() -> None:
+            while True:
+                for trial_id in trial_ids:
+                    storage.record_heartbeat(trial_id)
+                if stop.wait(self.heartbeat_interval):
+                    return
+
+        thread = threading.Thread(target=beat, name="optuna-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    # Telling the study how a trial ended --------------------------------------------------
+
+    def _tell(
+        self, study: optuna.Study, trial: Any, overrides: list[str], result: JobReturn
+    ) -> None:
+        import optuna
+        from optuna.trial import TrialState
+
+        trial.set_user_attr("overrides", overrides)
+        if result.hydra_cfg is not None:
+            trial.set_user_attr("run_dir", str(result.hydra_cfg.hydra.runtime.output_dir))
+        if result.status == JobStatus.FAILED:
+            error = result._return_value  # what the job raised (return_value would re-raise it)
+            if isinstance(error, optuna.TrialPruned):
+                self._finish(study, trial, state=TrialState.PRUNED)
+                log.info("trial %d pruned (%s): %s", trial.number, error, " ".join(overrides))
+            else:
+                self._tell_failure(study, trial, f"{type(error).__name__}: {error}", error)
+            return
+        value = result.return_value
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            self._tell_failure(study, trial, f"the job returned {value!r}, not a finite number")
+            return
+        self._finish(study, trial, values=float(value))
+        best = study.best_trial
+        log.info(
+            "trial %d: %s=%.6g (best %.6g, trial %d): %s",
+            trial.number,
+            self.config.get("monitor", "value"),
+            value,
+            best.value,
+            best.number,
+            " ".join(overrides),
+        )
+
+    def _finish(self, study: optuna.Study, trial: Any, **outcome: Any) -> None:
+        """Tells the study how the trial ended. Samplers that cover a finite space (GridSampler,
+        BruteForceSampler) call study.stop() once it is covered, which Optuna allows only
+        inside optimize(): the trial is recorded all the same, and the sweep ends."""
+        try:
+            study.tell(trial, **outcome)
+        except RuntimeError as error:
+            if "Study.stop" not in str(error):
+                raise
+            self.space_covered = True
+
+    def _tell_failure(
+        self, study: optuna.Study, trial: Any, reason: str, error: BaseException | None = None
+    ) -> None:
+        """Records the trial as FAIL with its reason (user attribute ``failure``)."""
+        from optuna.trial import TrialState
+
+        trial.set_user_attr("failure", reason[:2000])
+        self._finish(study, trial, state=TrialState.FAIL)
+        log.warning(
+            "trial %d failed, the study goes on: %s",
+            trial.number,
+            reason,
+            exc_info=error if error is not None and not _is_user_error(error) else None,
+        )
+
+
+def _is_user_error(error: BaseException) -> bool:
+    """Return whether ``error`` is a mistake the message alone explains (a zoo ZooError)."""
+    from zoo.errors import ZooError
+
+    return isinstance(error, ZooError)

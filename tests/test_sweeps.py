@@ -1,0 +1,357 @@
+"""Sweeps and several processes, run as a user runs them: Optuna studies in SQLite, a grid
+through submitit's local executor, DDP on two CPU processes."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import optuna
+import pytest
+import torch
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf, open_dict
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+from PIL import Image
+from test_train_sample import ROOT
+
+from hydra_plugins.zoo_optuna_sweeper.optuna_sweeper import parameter
+from zoo.callbacks import OptunaPruning
+from zoo.runner import _wandb_resume, checkpoint_to_resume, train
+
+# One batch of train and val; no test pass, evaluation, sample grids or plots: a job of ~2 s.
+QUICK = [
+    "debug=smoke",
+    "trainer.accelerator=cpu",
+    "test=false",
+    "evaluation.enabled=false",
+    "callbacks.sample_writer=null",
+    "callbacks.curves=null",
+]
+# DDP against one process: the whole training split in one global batch (1,436 digits, an
+# even split, so that neither process gets a repeated image) for four plain SGD steps.
+FULL_BATCH_SGD = [
+    *QUICK,
+    "trainer.max_epochs=4",
+    "trainer.limit_train_batches=1",
+    "data.test_fraction=0.1007",
+    "model.optimizer._target_=torch.optim.SGD",
+    "model.optimizer.lr=0.05",
+    "model.scheduler=null",
+]
+
+
+def optuna_sweep(sweep_dir: Path, storage: str, *overrides: str) -> list[str]:
+    """Return the train.py arguments of a vae_optuna sweep into ``sweep_dir`` on ``storage``."""
+    return [
+        "-m",
+        "hparams_search=vae_optuna",
+        *QUICK,
+        f"hydra.sweeper.storage={storage}",
+        f"hydra.sweep.dir={sweep_dir}",
+        *overrides,
+    ]
+
+
+def load_trials(storage: str, study_name: str = "vae_digits") -> list:
+    """Return the trials of a study, by number."""
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    return sorted(study.get_trials(), key=lambda trial: trial.number)
+
+
+def start_script(script: str, *overrides: str) -> subprocess.Popen:
+    """Return the running process of ``python script overrides…``, started in the repository."""
+    # One thread each: these runs share two cores, where more threads only wait on each other.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, script, *overrides],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def finish(process: subprocess.Popen) -> str:
+    """Return the output of a process started by start_script, once it exited successfully."""
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output[-4000:]
+    return output
+
+
+@dataclass
+class Started:
+    """Processes started in the background, writing under ``root``."""
+
+    root: Path
+    processes: list[subprocess.Popen]
+
+    def finish(self) -> None:
+        for process in self.processes:
+            finish(process)
+
+
+def start_grid_through_submitit(root: Path) -> Started:
+    """python train.py -m hydra/launcher=local seed=1,2: a job per seed, each in its process."""
+    sweep = ["-m", "hydra/launcher=local", "seed=1,2", *QUICK, f"hydra.sweep.dir={root}"]
+    return Started(root, [start_script("train.py", *sweep)])
+
+
+def start_ddp(root: Path) -> Started:
+    """python train.py trainer=ddp on two CPU processes, batch 1024 on each."""
+    ddp = ["trainer=ddp", "trainer.devices=2", "data.batch_size=1024", f"hydra.run.dir={root}"]
+    return Started(root, [start_script("train.py", *FULL_BATCH_SGD, *ddp)])
+
+
+# The slow runs, by the test that checks them.
+SLOW_RUNS = {
+    "test_grid_sweep_through_submitit_runs_each_job_and_summarises_at_the_root": (
+        start_grid_through_submitit
+    ),
+    "test_ddp_on_two_cpu_processes_matches_one_process_with_the_same_global_batch": start_ddp,
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def slow_runs(request, tmp_path_factory) -> dict[str, Started]:
+    """Starts the slow runs of the selected tests when the module starts, so that they share
+    the cores with each other and with the Optuna tests meanwhile; each test waits for its
+    own (``slow_runs[test name]``)."""
+    selected = {item.originalname for item in request.session.items}
+    runs = {
+        name: start(tmp_path_factory.mktemp("run"))
+        for name, start in SLOW_RUNS.items()
+        if name in selected
+    }
+    yield runs
+    for run in runs.values():
+        for process in run.processes:
+            if process.poll() is None:
+                process.kill()
+
+
+# Optuna ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> dict:
+    """A three-trial vae_optuna study in an SQLite file, and the first sweep's folder."""
+    root = tmp_path_factory.mktemp("study")
+    storage = f"sqlite:///{root / 'optuna.db'}"
+    finish(
+        start_script("train.py", *optuna_sweep(root / "first", storage, "hydra.sweeper.n_trials=3"))
+    )
+    return {"root": root, "storage": storage, "first": root / "first"}
+
+
+def test_optuna_sweep_runs_its_trials_and_writes_best_params_and_history(study):
+    trials = load_trials(study["storage"])
+    assert [t.number for t in trials] == [0, 1, 2]
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert {"model.latent_dim", "model.beta", "model.optimizer.lr"} <= trials[0].params.keys()
+    assert 0.5 <= trials[0].params["model.beta"] <= 2.0
+
+    report = yaml.safe_load((study["first"] / "best_params.yaml").read_text())
+    best = min(trials, key=lambda t: t.value)
+    assert (report["study_name"], report["metric"]) == ("vae_digits", "val/bpd")
+    assert report["trials"] == {"COMPLETE": 3}
+    assert report["best"]["trial"] == best.number
+    assert report["best"]["value"] == pytest.approx(best.value)
+    assert report["best"]["params"] == best.params
+    # The best run's folder holds what it says: the value is its val/bpd.
+    results = json.loads((Path(report["best"]["run_dir"]) / "results.json").read_text())
+    assert results["val"]["val/bpd"] == pytest.approx(best.value)
+    assert f"model.beta={best.params['model.beta']!r}" in report["best"]["overrides"]
+    with Image.open(study["first"] / "optimization_history.png") as plot:
+        assert plot.width > 300
+    # Each trial is a Hydra job with its own folder and results; the sweep root ranks them.
+    assert len(list(study["first"].glob("[0-9]/results.json"))) == 3
+    leaderboard = (study["first"] / "leaderboard.md").read_text()
+    assert "sorted by val/bpd" in leaderboard and leaderboard.count("| vae | digits |") == 3
+
+
+def test_the_same_sweep_on_two_workers_at_once_resumes_the_study_to_n_trials_in_all(study):
+    # The same command again, with n_trials=5, from two processes at once on the one
+    # database: two trials are added in all, not two per worker. A fixed override makes them
+    # impossible (four halvings of 8×8 digits): each is recorded as failed, with the reason,
+    # and the sweeps go on and finish.
+    rerun = [
+        optuna_sweep(
+            study["root"] / f"worker{i}",
+            study["storage"],
+            "hydra.sweeper.n_trials=5",
+            "model.channels=[8,8,8,8]",
+        )
+        for i in range(2)
+    ]
+    outputs = [finish(worker) for worker in [start_script("train.py", *r) for r in rerun]]
+    trials = load_trials(study["storage"])
+    # A worker that asks just after the other took the last number hands its trial back
+    # (WAITING: the next run takes it), so the study never holds more than n_trials.
+    counted = [t for t in trials if t.state != TrialState.WAITING]
+    assert [t.number for t in counted] == [0, 1, 2, 3, 4]
+    assert len(trials) - len(counted) <= 1
+    assert [t.state for t in counted[3:]] == [TrialState.FAIL, TrialState.FAIL]
+    assert all("H and W must be multiples of 16" in t.user_attrs["failure"] for t in counted[3:])
+    assert "".join(outputs).count("the study goes on") == 2
+    for i in range(2):
+        report = yaml.safe_load((study["root"] / f"worker{i}" / "best_params.yaml").read_text())
+        assert report["best"]["trial"] in (0, 1, 2)  # the study's best, from the first sweep
+
+
+def test_search_space_syntax_maps_to_optuna_distributions():
+    parser = OverridesParser.create()
+
+    def parsed(text: str):
+        return parameter(parser.parse_override(text))
+
+    latent = parsed("model.latent_dim=choice(8, 16, 32)")
+    assert latent.distribution == CategoricalDistribution([8, 16, 32])
+    assert latent.override(16) == "model.latent_dim=16"
+    channels = parsed("model.channels=choice([32,64],[64,128])")
+    assert channels.distribution.choices == ("[32,64]", "[64,128]")
+    assert channels.override("[64,128]") == "model.channels=[64,128]"
+    assert parsed("model.beta=interval(0.5, 2.0)").distribution == FloatDistribution(0.5, 2.0)
+    lr = parsed("model.optimizer.lr=tag(log, interval(1e-4, 1e-2))")
+    assert lr.distribution == FloatDistribution(1e-4, 1e-2, log=True)
+    assert lr.override(3e-4) == "model.optimizer.lr=0.0003"
+    assert parsed("data.batch_size=range(16, 129, 16)").distribution == IntDistribution(
+        16, 128, step=16
+    )
+    assert parsed("model.num_layers=tag(int, interval(1, 4))").distribution == IntDistribution(1, 4)
+
+
+def test_pruning_callback_reports_each_validation_and_stops_a_trial_the_pruner_rejects(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="pruned", storage=storage)
+    trial = study.ask()
+    pruner = {"_target_": "optuna.pruners.ThresholdPruner", "upper": 1.0}
+    callback = OptunaPruning(storage, "pruned", trial.number, pruner, monitor="val/loss")
+    trainer = SimpleNamespace(
+        is_global_zero=True,
+        sanity_checking=False,
+        callback_metrics={},
+        strategy=SimpleNamespace(broadcast=lambda value, src: value),
+    )
+    callback.setup(trainer, None, "fit")
+    trainer.callback_metrics = {"val/loss": torch.tensor(0.5)}
+    callback.on_validation_end(trainer, None)  # below the threshold: goes on
+    trainer.callback_metrics = {"val/loss": torch.tensor(2.0)}
+    with pytest.raises(optuna.TrialPruned, match="val/loss=2 at validation 2"):
+        callback.on_validation_end(trainer, None)
+    assert load_trials(storage, "pruned")[0].intermediate_values == {1: 0.5, 2: 2.0}
+
+
+# A grid sweep through submitit -------------------------------------------------------------
+
+
+def test_grid_sweep_through_submitit_runs_each_job_and_summarises_at_the_root(slow_runs):
+    run = slow_runs["test_grid_sweep_through_submitit_runs_each_job_and_summarises_at_the_root"]
+    run.finish()
+    sweep_dir = run.root
+    seeds = [json.loads((sweep_dir / job / "results.json").read_text())["seed"] for job in "01"]
+    assert seeds == [1, 2]
+    assert len(list((sweep_dir / ".submitit").glob("*/*_result.pkl"))) == 2  # through submitit
+    leaderboard = (sweep_dir / "leaderboard.md").read_text()
+    assert "2 runs" in leaderboard and "sorted by val/loss" in leaderboard
+    assert "seed=1" in leaderboard and "seed=2" in leaderboard
+    assert (sweep_dir / "leaderboard_metrics.png").is_file()
+
+
+# DDP ---------------------------------------------------------------------------------------
+
+
+def val_losses(run_dir: Path) -> list[float]:
+    """Return the val/loss after each epoch, from the run's CSV log."""
+    with open(run_dir / "csv" / "metrics.csv") as file:
+        return [float(row["val/loss"]) for row in csv.DictReader(file) if row.get("val/loss")]
+
+
+def train_in_process(run_dir: Path, *overrides: str) -> None:
+    """Runs zoo's train() on the config train.py composes, here, writing to ``run_dir``."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        with open_dict(cfg):
+            del cfg["hydra"]  # as Hydra hands a job its config
+            cfg.paths.output_dir = str(run_dir)
+        train(cfg)
+    finally:
+        HydraConfig.instance().cfg = None
+
+
+def test_ddp_on_two_cpu_processes_matches_one_process_with_the_same_global_batch(
+    slow_runs, tmp_path
+):
+    # trainer=ddp on 2 CPU processes with batch 1024 each (start_ddp), and one process with
+    # batch 2048, here: the same SGD steps on the same global batch. What remains is the
+    # VAE's sampling noise, which the processes draw separately.
+    train_in_process(tmp_path, *FULL_BATCH_SGD, "data.batch_size=2048")
+    ddp = slow_runs["test_ddp_on_two_cpu_processes_matches_one_process_with_the_same_global_batch"]
+    ddp.finish()
+    ddp_dir = ddp.root
+
+    results = json.loads((ddp_dir / "results.json").read_text())
+    assert results["global_step"] == 4
+    # Only rank 0 wrote: the second process logged to its own file, and nothing else.
+    assert sorted(path.name for path in ddp_dir.glob("*.log")) == [
+        "train.log",
+        "train_ddp_process_1.log",
+    ]
+    curve, ddp_curve = val_losses(tmp_path), val_losses(ddp_dir)
+    assert curve[0] - curve[-1] > 0.01  # it learned...
+    assert ddp_curve == pytest.approx(curve, abs=2e-5)  # ...the same on two processes
+    weights = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    ddp_weights = torch.load(ddp_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    difference = sum(
+        (weights["state_dict"][k] - ddp_weights["state_dict"][k]).norm() ** 2
+        for k in weights["state_dict"]
+    )
+    norm = sum(tensor.norm() ** 2 for tensor in weights["state_dict"].values())
+    # A different global batch (1024 on one process) differs by 8e-6; these by under 1e-6.
+    assert (difference / norm).sqrt() < 3e-6
+
+
+# Requeue -----------------------------------------------------------------------------------
+
+
+def test_a_job_started_again_in_its_run_folder_resumes_from_its_last_checkpoint(tmp_path):
+    # What a requeued cluster job does: the same job, in the same run folder (resume=auto).
+    train_in_process(tmp_path, *QUICK, "trainer.max_epochs=1")
+    train_in_process(tmp_path, *QUICK, "trainer.max_epochs=2")
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert (results["global_step"], results["epochs"]) == (2, 2)
+
+
+def test_resume_auto_picks_the_newest_checkpoint_of_the_run_folder(tmp_path):
+    cfg = OmegaConf.create({"ckpt_path": None, "resume": "auto"})
+    assert checkpoint_to_resume(cfg, tmp_path) is None
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.parent.mkdir()
+    last.write_bytes(b"")
+    os.utime(last, (1, 1))
+    assert checkpoint_to_resume(cfg, tmp_path) == str(last)
+    # Lightning's SLURM handler saved this one when the job was told to stop: newer.
+    (tmp_path / "hpc_ckpt_1.ckpt").write_bytes(b"")
+    assert checkpoint_to_resume(cfg, tmp_path) == str(tmp_path / "hpc_ckpt_1.ckpt")
+    assert checkpoint_to_resume(OmegaConf.create({"resume": "never"}), tmp_path) is None
+    explicit = OmegaConf.create({"ckpt_path": str(last), "resume": "auto"})
+    assert checkpoint_to_resume(explicit, tmp_path) == str(last)
+
+
+def test_wandb_logger_gets_one_run_id_kept_in_the_run_folder(tmp_path):
+    logger = OmegaConf.create({"_target_": "lightning.pytorch.loggers.WandbLogger", "id": None})
+    first = _wandb_resume(logger, tmp_path)["id"]
+    assert _wandb_resume(logger, tmp_path) == {"id": first}  # the requeued job's too
+    assert (tmp_path / "wandb_id").read_text().strip() == first
+    assert _wandb_resume(OmegaConf.create({"_target_": "x.CSVLogger"}), tmp_path) == {}

@@ -1,0 +1,174 @@
+"""What sweeps share: the summary written at a sweep's root, and the Optuna study's storage
+and report (used by the zoo_optuna sweeper in hydra_plugins/ and by the pruning callback).
+
+Nothing here imports torch or Optuna at module level: Hydra builds the summary callback for
+every run, sweep or not.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+if TYPE_CHECKING:
+    import optuna
+
+log = logging.getLogger("zoo")
+
+# How long a worker waits for another to release an SQLite database before giving up.
+SQLITE_TIMEOUT_S = 60
+
+
+class SweepSummary(Callback):
+    """Writes the leaderboard of a sweep's jobs (leaderboard.md and figures) at the sweep root.
+
+    A Hydra callback (conf/hydra/default.yaml): it runs once every job of a multirun has
+    returned. Jobs that failed left no results.json and are simply not in the table; a
+    summary that cannot be written is a warning, never the sweep's failure.
+    """
+
+    def __init__(self, metric: str):
+        self.metric = metric
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from zoo.leaderboard import write_leaderboard
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            written = write_leaderboard(sweep_dir, self.metric)
+        except Exception as error:  # a summary must never turn a finished sweep into a failure
+            log.warning("no sweep summary in %s: %s", sweep_dir, error)
+            return
+        log.info("sweep summary: %s", "  ".join(str(path) for path in written.values()))
+
+
+# The Optuna study ------------------------------------------------------------------------
+
+
+def open_storage(url: str, **heartbeat: int | None) -> optuna.storages.RDBStorage:
+    """Return Optuna's database storage at ``url`` (any SQLAlchemy URL).
+
+    SQLite files get their folder created and a lock timeout, so that several worker
+    processes can write to one file. ``heartbeat`` takes RDBStorage's
+    ``heartbeat_interval`` and ``grace_period``.
+    """
+    import optuna
+    from sqlalchemy.engine import make_url
+
+    engine_kwargs: dict[str, Any] = {}
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():  # heartbeats have been "experimental" since Optuna 2.9
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+
+
+def displayed_url(url: str) -> str:
+    """Return ``url`` with its password masked, fit for logs and files."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def write_study_report(study: optuna.Study, output_dir: Path, about: dict[str, Any]) -> dict:
+    """Return the paths of best_params.yaml and optimization_history.png, written for ``study``.
+
+    best_params.yaml holds the best trial (value, parameters as overrides to paste after
+    ``python train.py``, its run folder) and how many trials ended in each state; ``about``
+    (study name, storage, metric) is written first.
+    """
+    from optuna.study import StudyDirection
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    states = {state.name: sum(t.state == state for t in trials) for state in TrialState}
+    report: dict[str, Any] = {**about, "trials": {k: v for k, v in states.items() if v}}
+    completed = [t for t in trials if t.state == TrialState.COMPLETE]
+    if completed:
+        best = study.best_trial
+        report["best"] = {
+            "trial": best.number,
+            "value": best.value,
+            "params": dict(best.params),
+            "overrides": " ".join(best.user_attrs.get("overrides", [])),
+            "run_dir": best.user_attrs.get("run_dir"),
+        }
+    else:
+        report["best"] = None
+    output_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"best_params": output_dir / "best_params.yaml"}
+    paths["best_params"].write_text(yaml.safe_dump(report, sort_keys=False))
+    paths["history"] = plot_optimization_history(
+        trials,
+        about.get("metric", "objective"),
+        output_dir / "optimization_history.png",
+        maximize=study.direction == StudyDirection.MAXIMIZE,
+    )
+    return paths
+
+
+def plot_optimization_history(trials: list, metric: str, path: Path, maximize: bool) -> Path:
+    """Return ``path`` after plotting each trial's value and the best so far, by trial number.
+
+    Pruned trials show at the last value they reported; failed ones as ticks on the x axis.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+    from optuna.trial import TrialState
+
+    figure, ax = plt.subplots(figsize=(7, 4))
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    pruned = [t for t in trials if t.state == TrialState.PRUNED and t.intermediate_values]
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    if complete:
+        ax.plot([t.number for t in complete], [t.value for t in complete], "o", label="complete")
+        better = max if maximize else min
+        best, best_so_far = math.nan, []
+        for trial in sorted(complete, key=lambda t: t.number):
+            best = trial.value if math.isnan(best) else better(best, trial.value)
+            best_so_far.append(best)
+        ax.step(
+            sorted(t.number for t in complete),
+            best_so_far,
+            where="post",
+            color="tab:red",
+            label="best so far",
+        )
+    if pruned:
+        last_values = [t.intermediate_values[max(t.intermediate_values)] for t in pruned]
+        ax.plot([t.number for t in pruned], last_values, "x", color="grey", label="pruned")
+    if failed:
+        ax.plot(
+            [t.number for t in failed],
+            [0] * len(failed),
+            "|",
+            color="black",
+            markersize=14,
+            transform=ax.get_xaxis_transform(),
+            clip_on=False,
+            label="failed",
+        )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("trial")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{len(trials)} trials")
+    ax.grid(alpha=0.3)
+    if complete or pruned or failed:
+        ax.legend(loc="best", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
