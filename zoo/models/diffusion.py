@@ -374,13 +374,19 @@ class Diffusion(GenerativeModule):
         """Return the UNet's prediction (ε, x₀ or v) at x_t, t."""
         return self.unet(x_t, t, labels if self.num_classes else None)
 
-    def _loss(self, x0: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        t = torch.randint(0, self.noise_schedule.num_steps, (x0.shape[0],), device=x0.device)
-        noise = torch.randn_like(x0)
+    def _loss(
+        self, x0: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Return the weighted MSE of the prediction at random timesteps and noise."""
+        b, device = x0.shape[0], x0.device
+        t = torch.randint(
+            0, self.noise_schedule.num_steps, (b,), device=device, generator=generator
+        )
+        noise = torch.randn(x0.shape, device=device, generator=generator)
         x_t = self.noise_schedule.add_noise(x0, noise, t)
         if self.num_classes:
             # Classifier-free guidance: learn the unconditional model on a share of the batch.
-            drop = torch.rand(labels.shape, device=labels.device) < self.hparams.label_dropout
+            drop = torch.rand(b, device=device, generator=generator) < self.hparams.label_dropout
             labels = torch.where(drop, torch.full_like(labels, self.num_classes), labels)
         prediction = self(x_t, t, labels)
         target = self.noise_schedule.target(self.hparams.prediction, x0, noise, t)
@@ -395,7 +401,10 @@ class Diffusion(GenerativeModule):
         return loss
 
     def validation_step(self, batch, batch_idx):
-        self.log("val/loss", self._loss(*batch), on_epoch=True, prog_bar=True)
+        # The same timesteps and noise at every validation, so that epochs compare and the
+        # best checkpoint is picked by the model, not by the luck of the draw.
+        generator = torch.Generator(device=self.device).manual_seed(batch_idx)
+        self.log("val/loss", self._loss(*batch, generator=generator), on_epoch=True, prog_bar=True)
 
     def test_step(self, batch, batch_idx):
         x0, labels = batch
