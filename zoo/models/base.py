@@ -69,6 +69,21 @@ class GenerativeModule(L.LightningModule):
             "lr_scheduler": {"scheduler": scheduler, "interval": interval},
         }
 
+    # The Lightning steps: a family computes and logs its loss in _step(batch, stage) ----
+
+    def _step(self, batch, stage: str) -> torch.Tensor:
+        """Return the loss of a batch, logging it under ``stage/`` (train, val or test)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement _step()")
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
     # The shared sampling call ---------------------------------------------------
 
     @torch.no_grad()

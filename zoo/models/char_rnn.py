@@ -77,15 +77,6 @@ class CharRNN(GenerativeModule):
             self.log(f"{stage}/perplexity", perplexity(loss), on_epoch=True)
         return loss
 
-    def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        self._step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._step(batch, "test")
-
     # The shared sampling call
 
     @torch.no_grad()

@@ -97,15 +97,6 @@ class CNNClassifier(GenerativeModule):
         )
         return loss
 
-    def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        self._step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._step(batch, "test")
-
     def sample(self, num_samples: int, *, generator: torch.Generator | None = None):
         raise ZooError(
             "the CNN classifier judges samples but does not generate them: sample from a "

@@ -281,15 +281,6 @@ class GPT(GenerativeModule):
             self.log(f"{stage}/perplexity", perplexity(loss), on_epoch=True)
         return loss
 
-    def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        self._step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._step(batch, "test")
-
     # Optimisation
 
     def parameter_groups(self):

@@ -356,15 +356,6 @@ class PixelCNN(GenerativeModule):
         self.log(f"{stage}/bpd", loss, on_step=False, on_epoch=True)
         return loss
 
-    def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        self._step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._step(batch, "test")
-
     # The shared sampling call
 
     def sample_labels(self, num_samples: int, labels: Any = None) -> torch.Tensor | None:

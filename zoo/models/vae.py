@@ -198,12 +198,6 @@ class VAE(GenerativeModule):
         self.log(f"{stage}/kl_nats", kl, on_step=False, on_epoch=True)
         return loss
 
-    def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        self._step(batch, "val")
-
     def test_step(self, batch, batch_idx):
         self._step(batch, "test")
         if self.hparams.iw_samples > 0:
