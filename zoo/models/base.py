@@ -56,10 +56,15 @@ class GenerativeModule(L.LightningModule):
         """Return what the optimizer updates; families override this for decay/no-decay groups."""
         return self.parameters()
 
+    def optimizer_options(self) -> dict[str, Any]:
+        """Return keyword arguments the family adds to the configured optimizer (e.g. fused)."""
+        return {}
+
     def configure_optimizers(self):
         # _convert_="all": list arguments (betas) reach torch as lists, not ListConfig, so the
         # optimizer's state_dict, and with it every checkpoint, stays plain data.
-        optimizer = instantiate(self.hparams.optimizer, _convert_="all")(self.parameter_groups())
+        optimizer = instantiate(self.hparams.optimizer, _convert_="all")
+        optimizer = optimizer(self.parameter_groups(), **self.optimizer_options())
         if not self.hparams.get("scheduler"):
             return optimizer
         scheduler = instantiate(self.hparams.scheduler, _convert_="all")(optimizer)

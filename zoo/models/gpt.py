@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from torch import nn
 
 from zoo.data.tokenizers import tokenizer_from_state
@@ -294,24 +293,12 @@ class GPT(GenerativeModule):
         no_decay = [p for p in parameters if p.dim() < 2]
         return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
-    def configure_optimizers(self):
-        options = {}
+    def optimizer_options(self) -> dict[str, Any]:
+        """Return nanoGPT's choice: AdamW's fused kernel where the device has one (CUDA)."""
         target = self.hparams.optimizer["_target_"]
         if target in FUSED_OPTIMIZERS and self.hparams.optimizer.get("fused") is None:
-            # nanoGPT: the fused kernel where the device has one (CUDA).
-            options["fused"] = self.device.type == "cuda"
-        # _convert_="all": list arguments arrive as lists, not ListConfigs, so what the
-        # optimizer and scheduler store stays plain data (checkpoints load weights_only).
-        optimizer = instantiate(self.hparams.optimizer, _convert_="all")
-        optimizer = optimizer(self.parameter_groups(), **options)
-        if not self.hparams.get("scheduler"):
-            return optimizer
-        scheduler = instantiate(self.hparams.scheduler, _convert_="all")(optimizer)
-        interval = self.hparams.get("scheduler_interval", "step")
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": interval},
-        }
+            return {"fused": self.device.type == "cuda"}
+        return {}
 
     # Generation
 
