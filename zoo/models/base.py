@@ -6,10 +6,12 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from hydra.utils import instantiate
 
 import zoo
 from zoo.data.spec import DataSpec
+from zoo.metrics import perplexity
 
 
 class GenerativeModule(L.LightningModule):
@@ -109,3 +111,21 @@ class GenerativeModule(L.LightningModule):
         checkpoint["zoo"] = {"family": self.family, "version": zoo.__version__}
         if self.data_record:
             checkpoint["zoo"]["data"] = self.data_record
+
+
+class LanguageModel(GenerativeModule):
+    """A text family whose ``forward(tokens)`` returns next-token logits (B, T, V) and a state.
+
+    Its loss is the next-token cross-entropy in nats per token, logged with the
+    perplexity on validation and test.
+    """
+
+    def _step(self, batch, stage: str) -> torch.Tensor:
+        x, y = batch  # (B, T) each; y is x shifted by one token
+        logits, _ = self(x)
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())  # nats/token
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True)
+        if stage != "train":
+            self.log(f"{stage}/perplexity", perplexity(loss), on_epoch=True)
+        return loss

@@ -10,19 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from zoo.data.tokenizers import tokenizer_from_state
 from zoo.errors import ConfigError
-from zoo.metrics import perplexity
-from zoo.models.base import GenerativeModule
+from zoo.models.base import LanguageModel
 from zoo.nn.sampling import sample_from_logits, truncate_at_stop
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
 
 
-class CharRNN(GenerativeModule):
+class CharRNN(LanguageModel):
     """A recurrent language model over the tokenizer's characters."""
 
     family = "char_rnn"
@@ -66,16 +64,6 @@ class CharRNN(GenerativeModule):
         h = self.embedding(tokens)  # (B, T, E)
         h, state = self.rnn(h, state)  # (B, T, H)
         return self.head(self.dropout(h)), state
-
-    def _step(self, batch, stage: str) -> torch.Tensor:
-        x, y = batch  # (B, T) each; y is x shifted by one character
-        logits, _ = self(x)
-        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())  # nats/char
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True)
-        if stage != "train":
-            self.log(f"{stage}/perplexity", perplexity(loss), on_epoch=True)
-        return loss
 
     # The shared sampling call
 

@@ -23,8 +23,7 @@ from torch import nn
 
 from zoo.data.tokenizers import tokenizer_from_state
 from zoo.errors import ConfigError
-from zoo.metrics import perplexity
-from zoo.models.base import GenerativeModule
+from zoo.models.base import LanguageModel
 from zoo.nn.sampling import sample_from_logits, truncate_at_stop
 
 POSITIONS = ("learned", "rotary")
@@ -208,7 +207,7 @@ class Transformer(nn.Module):
 # The LightningModule ------------------------------------------------------------------------
 
 
-class GPT(GenerativeModule):
+class GPT(LanguageModel):
     """A GPT over the tokenizer's characters or bytes."""
 
     family = "gpt"
@@ -269,16 +268,6 @@ class GPT(GenerativeModule):
     def forward(self, idx: torch.Tensor, past: list[KeyValues] | None = None):
         """Return next-token logits (B, T, V) and every layer's keys/values (the cache)."""
         return self.transformer(idx, past)
-
-    def _step(self, batch, stage: str) -> torch.Tensor:
-        x, y = batch  # (B, T) each; y is x shifted by one token
-        logits, _ = self(x)
-        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())  # nats/token
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True)
-        if stage != "train":
-            self.log(f"{stage}/perplexity", perplexity(loss), on_epoch=True)
-        return loss
 
     # Optimisation
 
