@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import RandomSampler, SequentialSampler
+from torch.utils.data import SequentialSampler
 
 from zoo.data import (
     CIFAR10DataModule,
@@ -23,6 +23,7 @@ from zoo.data import (
     ShakespeareDataModule,
     TextFileDataModule,
 )
+from zoo.data.sampling import EpochShuffle
 from zoo.data.text import play_to_text, shakespeare_text
 from zoo.data.tokenizers import tokenizer_from_state
 
@@ -153,10 +154,31 @@ def test_digits_split_is_80_10_10_and_fixed_by_split_seed_not_the_run_seed():
 def test_digits_loaders_shuffle_only_the_train_split():
     data = DigitsDataModule()
     data.setup()
-    assert isinstance(data.train_dataloader().sampler, RandomSampler)
+    assert isinstance(data.train_dataloader().sampler, EpochShuffle)
     assert isinstance(data.val_dataloader().sampler, SequentialSampler)
     assert isinstance(data.test_dataloader().sampler, SequentialSampler)
     assert data.train_dataloader().drop_last is False
+
+
+def test_epoch_shuffle_depends_on_the_seed_and_the_epoch_only():
+    sampler = EpochShuffle(100, seed=7)
+    first = list(sampler)
+    assert sorted(first) == list(range(100)) and first != list(range(100))
+    torch.rand(10)  # the global generator has no say
+    assert list(EpochShuffle(100, seed=7)) == first
+    sampler.set_epoch(1)
+    second = list(sampler)
+    assert second != first and sorted(second) == list(range(100))
+    assert list(EpochShuffle(100, seed=8)) != first
+
+
+def test_iterating_a_loader_leaves_the_global_generator_alone():
+    data = DigitsDataModule(batch_size=64)
+    data.setup()
+    state = torch.get_rng_state()
+    for _ in data.train_dataloader():
+        pass
+    assert torch.equal(torch.get_rng_state(), state)
 
 
 # MNIST, Fashion-MNIST, CIFAR-10 ---------------------------------------------------------

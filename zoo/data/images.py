@@ -22,6 +22,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset, random_split
 from torchvision import datasets, transforms
 
+from zoo.data.sampling import EpochShuffle, loader_generator
 from zoo.data.spec import DataSpec
 from zoo.errors import ConfigError, DataNotFoundError
 
@@ -70,7 +71,8 @@ class ImageDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=EpochShuffle(len(dataset)) if shuffle else None,
+            generator=loader_generator(),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             # Keeps workers alive across epochs instead of forking them anew each time.

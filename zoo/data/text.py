@@ -26,6 +26,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from zoo.data.sampling import loader_generator
 from zoo.data.spec import DataSpec
 from zoo.data.tokenizers import ByteTokenizer, CharTokenizer
 from zoo.errors import ConfigError, DataNotFoundError, DownloadError
@@ -161,6 +162,7 @@ class TextDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
+            generator=loader_generator(),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,

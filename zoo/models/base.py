@@ -12,6 +12,9 @@ from hydra.utils import instantiate
 import zoo
 from zoo.data.spec import DataSpec
 from zoo.metrics import perplexity
+from zoo.rng import restore_rng_states, rng_states
+
+RNG_KEY = "rng_states"  # where a checkpoint keeps the random generators' states
 
 
 class GenerativeModule(L.LightningModule):
@@ -28,6 +31,7 @@ class GenerativeModule(L.LightningModule):
 
     family: str = ""
     generates: bool = True  # False for families that judge rather than generate (the classifier)
+    ema_prefix: str = ""  # the weights the EMA callback averages by default ("": all of them)
 
     def __init__(
         self,
@@ -41,6 +45,7 @@ class GenerativeModule(L.LightningModule):
         # The data set's name and config (plain values), recorded in checkpoints so that
         # evaluation can rebuild the data the model was trained on. Set by the runner.
         self.data_record: dict[str, Any] | None = None
+        self._rng_to_restore: dict[str, Any] | None = None  # set when resuming
 
     # Logging --------------------------------------------------------------------
 
@@ -111,6 +116,18 @@ class GenerativeModule(L.LightningModule):
         checkpoint["zoo"] = {"family": self.family, "version": zoo.__version__}
         if self.data_record:
             checkpoint["zoo"]["data"] = self.data_record
+        checkpoint[RNG_KEY] = rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Applied when training starts, after the sanity check's validation has drawn its
+        # noise: the next epoch's data order, noise and augmentations are then the ones
+        # the interrupted run would have drawn.
+        self._rng_to_restore = checkpoint.get(RNG_KEY)
+
+    def on_train_start(self) -> None:
+        if self._rng_to_restore is not None:
+            restore_rng_states(self._rng_to_restore)
+            self._rng_to_restore = None
 
 
 class LanguageModel(GenerativeModule):
