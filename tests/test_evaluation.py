@@ -1,5 +1,6 @@
 """The judge classifier, sample-quality metrics, evaluating a checkpoint, the leaderboard."""
 
+import csv
 import json
 import math
 
@@ -278,3 +279,24 @@ def test_inception_weights_that_hold_code_are_refused_before_torch_fidelity_load
     torch.save({"conv.weight": torch.zeros(1), "hook": print}, weights)
     with pytest.raises(zoo.errors.ZooError, match="not a file of plain tensors"):
         inception_fid(torch.zeros(2, 1, 8, 8), torch.zeros(2, 1, 8, 8), weights)
+
+
+def test_sample_quality_is_tracked_during_training_when_a_judge_exists(evaluated_runs, tmp_path):
+    shared = [
+        f"paths.judges_dir={evaluated_runs / 'judges'}",
+        f"paths.cache_dir={evaluated_runs / 'cache'}",
+    ]
+    results = train_run(
+        tmp_path / "gan",
+        "experiment=gan_digits",
+        "debug=smoke",
+        "trainer.max_epochs=2",
+        "callbacks.sample_quality.every_n_epochs=1",
+        "callbacks.sample_quality.num_samples=100",
+        "evaluation.enabled=false",
+        *shared,
+    )
+    assert results["val"]["val/fid"] > 0 and 1 <= results["val"]["val/classes"] <= 10
+    assert 0 < results["val"]["val/top_class_share"] <= 1
+    rows = list(csv.DictReader((tmp_path / "gan" / "csv" / "metrics.csv").open()))
+    assert len([row for row in rows if row.get("val/fid")]) == 2  # after each epoch

@@ -16,3 +16,7 @@ class DataNotFoundError(ZooError, FileNotFoundError):
 
 class DownloadError(ZooError, ConnectionError):
     """A download the user asked for that failed."""
+
+
+class TrainingDivergedError(ZooError, FloatingPointError):
+    """A loss became NaN or infinite; the checkpoints on disk are the last good ones."""

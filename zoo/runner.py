@@ -130,7 +130,13 @@ def train(cfg: DictConfig) -> float | None:
         for entry in (cfg.get("logger") or {}).values()
         if entry is not None and "_target_" in entry
     ]
-    trainer: L.Trainer = _instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer_cfg = cfg.trainer
+    if not model.automatic_optimization and trainer_cfg.get("strategy") in ("ddp", "ddp_spawn"):
+        # Networks stepped in turn (a GAN's discriminator, then its generator) leave the other
+        # network without gradients in each backward pass; DDP must be told to expect that.
+        strategy = f"{trainer_cfg.strategy}_find_unused_parameters_true"
+        trainer_cfg = OmegaConf.merge(trainer_cfg, {"strategy": strategy})
+    trainer: L.Trainer = _instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
     _refuse_ddp_relaunch_in_local_sweep(trainer)
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -332,6 +338,8 @@ SAMPLE_OPTIONS = (
     "guidance",
     "clip",
     "fast",
+    "truncation",
+    "interpolate",
 )
 
 
@@ -393,7 +401,10 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
             images = torch.cat(drawn).float().cpu()
             torch.save(images, output_dir / "samples.pt")
             written = {
-                "grid": str(save_image_grid(images, output_dir / "samples.png")),
+                # an interpolation walks one row of the grid per pair of latents
+                "grid": str(
+                    save_image_grid(images, output_dir / "samples.png", nrow=cfg.get("interpolate"))
+                ),
                 "tensor": str(output_dir / "samples.pt"),
             }
             unit = "images"

@@ -5,6 +5,7 @@ from zoo.callbacks.ema import EMA
 from zoo.callbacks.export import ExportBest
 from zoo.callbacks.plot import CurvePlotter
 from zoo.callbacks.pruning import OptunaPruning
+from zoo.callbacks.quality import SampleQuality
 from zoo.callbacks.samples import SampleWriter
 
 __all__ = [
@@ -13,5 +14,6 @@ __all__ = [
     "ExportBest",
     "CurvePlotter",
     "OptunaPruning",
+    "SampleQuality",
     "SampleWriter",
 ]

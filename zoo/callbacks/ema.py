@@ -20,11 +20,12 @@ class EMA(L.Callback):
 
     ``warmup`` ramps the decay as min(decay, (1 + n) / (10 + n)) after n updates,
     so early averages are not dominated by the random initialisation.
-    ``prefix`` restricts the average to one submodule's weights (e.g. a GAN's
-    ``"generator."``); empty means the whole model.
+    ``prefix`` restricts the average to one submodule's weights (e.g. ``"generator."``);
+    empty means the whole model; None (the default) takes the model's ``ema_prefix``
+    (the GAN's generator, every weight of the other families).
     """
 
-    def __init__(self, decay: float = 0.999, warmup: bool = True, prefix: str = ""):
+    def __init__(self, decay: float = 0.999, warmup: bool = True, prefix: str | None = None):
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must lie in [0, 1), got {decay}")
         self.decay = decay
@@ -36,10 +37,11 @@ class EMA(L.Callback):
         self._last_step = -1  # the global step of the last update
 
     def _tracked(self, pl_module: L.LightningModule) -> dict[str, torch.Tensor]:
+        prefix = self.prefix if self.prefix is not None else getattr(pl_module, "ema_prefix", "")
         return {
             name: tensor
             for name, tensor in pl_module.state_dict().items()
-            if name.startswith(self.prefix) and tensor.is_floating_point()
+            if name.startswith(prefix) and tensor.is_floating_point()
         }
 
     def current_decay(self) -> float:

@@ -8,12 +8,13 @@ from zoo.models.base import GenerativeModule
 from zoo.models.char_rnn import CharRNN
 from zoo.models.classifier import CNNClassifier
 from zoo.models.diffusion import Diffusion
+from zoo.models.gan import GAN
 from zoo.models.gpt import GPT
 from zoo.models.pixelcnn import PixelCNN
 from zoo.models.vae import VAE
 
 FAMILIES: dict[str, type[GenerativeModule]] = {
-    cls.family: cls for cls in (VAE, CharRNN, CNNClassifier, GPT, Diffusion, PixelCNN)
+    cls.family: cls for cls in (VAE, CharRNN, CNNClassifier, GPT, Diffusion, PixelCNN, GAN)
 }
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "CNNClassifier",
     "CharRNN",
     "Diffusion",
+    "GAN",
     "GPT",
     "GenerativeModule",
     "PixelCNN",
