@@ -291,7 +291,7 @@ class GPT(LanguageModel):
 
     # Generation
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def generate(
         self,
         idx: torch.Tensor,
