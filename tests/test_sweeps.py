@@ -2,6 +2,7 @@
 through submitit's local executor, DDP on two CPU processes."""
 
 import csv
+import io
 import json
 import os
 import subprocess
@@ -327,10 +328,18 @@ def test_ddp_on_two_cpu_processes_matches_one_process_with_the_same_global_batch
 
 def test_a_job_started_again_in_its_run_folder_resumes_from_its_last_checkpoint(tmp_path):
     # What a requeued cluster job does: the same job, in the same run folder (resume=auto).
-    train_in_process(tmp_path, *QUICK, "trainer.max_epochs=1")
-    train_in_process(tmp_path, *QUICK, "trainer.max_epochs=2")
-    results = json.loads((tmp_path / "results.json").read_text())
+    # (the cosine schedule spans the whole job, as it does for a requeued job's own config)
+    cosine = "model.scheduler.T_max=2"
+    train_in_process(tmp_path / "job", *QUICK, "trainer.max_epochs=1", cosine)
+    train_in_process(tmp_path / "job", *QUICK, "trainer.max_epochs=2", cosine)
+    results = json.loads((tmp_path / "job" / "results.json").read_text())
     assert (results["global_step"], results["epochs"]) == (2, 2)
+    # metrics.csv continues, and reads as that of a job never interrupted (exact resume)
+    train_in_process(tmp_path / "whole", *QUICK, "trainer.max_epochs=2", cosine)
+    resumed = (tmp_path / "job" / "csv" / "metrics.csv").read_text()
+    whole = (tmp_path / "whole" / "csv" / "metrics.csv").read_text()
+    assert {row["epoch"] for row in csv.DictReader(io.StringIO(resumed))} >= {"0", "1"}
+    assert resumed == whole
 
 
 def test_resume_auto_picks_the_newest_checkpoint_of_the_run_folder(tmp_path):
