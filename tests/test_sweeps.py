@@ -364,3 +364,14 @@ def test_wandb_logger_gets_one_run_id_kept_in_the_run_folder(tmp_path):
     assert _wandb_resume(logger, tmp_path) == {"id": first}  # the requeued job's too
     assert (tmp_path / "wandb_id").read_text().strip() == first
     assert _wandb_resume(OmegaConf.create({"_target_": "x.CSVLogger"}), tmp_path) == {}
+
+
+def test_a_grid_stopped_by_a_failed_job_still_summarises_the_jobs_that_ran(tmp_path):
+    # Hydra's grid sweeper stops at the failing job (batch size 0) without ending the
+    # multirun; the summary is written when the job fails.
+    sweep = ["-m", "data.batch_size=64,0", *QUICK, f"hydra.sweep.dir={tmp_path}"]
+    process = start_script("train.py", *sweep)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode != 0 and "batch_size" in output
+    table = (tmp_path / "leaderboard.md").read_text()
+    assert table.startswith("# Leaderboard: 1 runs")  # the job with batch size 64

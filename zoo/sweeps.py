@@ -30,14 +30,26 @@ class SweepSummary(Callback):
     """Writes the leaderboard of a sweep's jobs (leaderboard.md and figures) at the sweep root.
 
     A Hydra callback (conf/hydra/default.yaml): it runs once every job of a multirun has
-    returned. Jobs that failed left no results.json and are simply not in the table; a
-    summary that cannot be written is a warning, never the sweep's failure.
+    returned, and also as soon as a job fails, since Hydra's grid sweeper stops at a
+    failed job without ending the multirun: the summary then ranks the jobs that ran.
+    Jobs that failed left no results.json and are not in the table; a summary that
+    cannot be written is a warning, never the sweep's failure.
     """
 
     def __init__(self, metric: str):
         self.metric = metric
 
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        from hydra.core.utils import JobStatus
+        from hydra.types import RunMode
+
+        if config.hydra.mode == RunMode.MULTIRUN and job_return.status == JobStatus.FAILED:
+            self._write(config)
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._write(config)
+
+    def _write(self, config: DictConfig) -> None:
         from zoo.leaderboard import write_leaderboard
 
         sweep_dir = Path(config.hydra.sweep.dir)
