@@ -320,11 +320,10 @@ def test_three_loggers_compose_and_build_without_starting_a_wandb_run(
     assert loggers["wandb"].save_dir == run
     assert loggers["wandb"].name == "zoo"  # WandbLogger's name is the project
     trainer = instantiate_cpu_trainer(cfg, loggers=loggers.values())
-    assert [type(logger) for logger in trainer.loggers] == [
-        CSVLogger,
-        TensorBoardLogger,
-        WandbLogger,
-    ]
+    csv_logger, tensorboard_logger, wandb_logger = trainer.loggers  # in this order
+    assert isinstance(csv_logger, CSVLogger)  # zoo's continues metrics.csv on resume
+    assert isinstance(tensorboard_logger, TensorBoardLogger)
+    assert isinstance(wandb_logger, WandbLogger)
     # The wandb run starts only when a metric is first logged: nothing is written yet.
     assert not (tmp_path / "wandb_dir").exists()
     assert not (tmp_path / "run" / "wandb").exists()
