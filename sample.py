@@ -18,8 +18,9 @@ def main(cfg: DictConfig) -> None:
         result = sample(cfg)
     except ZooError as error:
         sys.exit(f"sample.py: {error}")
+    width = max(20, *(len(name) + 2 for name in result))  # a column for the values
     for name, value in result.items():
-        print(f"{name:<20}{value}")
+        print(f"{name:<{width}}{value}")
 
 
 if __name__ == "__main__":
