@@ -54,7 +54,7 @@ class StepTimer(Callback):
     """Times the training batches after the first ``warmup``."""
 
     def __init__(self, warmup: int):
-        self.warmup, self.start, self.count = warmup, None, 0
+        self.warmup, self.start = warmup, None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if batch_idx == self.warmup:
@@ -68,9 +68,14 @@ class StepTimer(Callback):
         self.elapsed = time.perf_counter() - self.start
 
 
-def lightning_steps_per_s(options: dict, data, warmup: int, device: torch.device) -> float:
+def build(options: dict) -> GAN:
+    """Return the preset's GAN with ``options`` on top, from seed 0."""
     torch.manual_seed(0)
-    model = GAN(DigitsDataModule(batch_size=64).spec.to_dict(), **{**MODEL, **options})
+    return GAN(DigitsDataModule(batch_size=64).spec.to_dict(), **{**MODEL, **options})
+
+
+def lightning_steps_per_s(options: dict, data, warmup: int, device: torch.device) -> float:
+    model = build(options)
     timer = StepTimer(warmup)
     trainer = L.Trainer(
         accelerator=device.type,
@@ -89,9 +94,7 @@ def lightning_steps_per_s(options: dict, data, warmup: int, device: torch.device
 
 
 def plain_steps_per_s(options: dict, data, warmup: int, device: torch.device) -> float:
-    torch.manual_seed(0)
-    model = GAN(DigitsDataModule(batch_size=64).spec.to_dict(), **{**MODEL, **options}).to(device)
-    model.train()
+    model = build(options).to(device).train()
     adam = {"lr": 2e-4, "betas": (0.0, 0.9)}
     opt_g = torch.optim.Adam(model.generator.parameters(), **adam)
     opt_d = torch.optim.Adam(model.discriminator.parameters(), **adam)
@@ -122,8 +125,7 @@ def plain_steps_per_s(options: dict, data, warmup: int, device: torch.device) ->
 
 
 def images_per_s(device: torch.device, repeats: int = 5) -> float:
-    torch.manual_seed(0)
-    model = GAN(DigitsDataModule(batch_size=64).spec.to_dict(), **MODEL).to(device).eval()
+    model = build({}).to(device).eval()
     model.sample(1000)  # warm-up
     rates = []
     for _ in range(repeats):

@@ -32,7 +32,7 @@ class SampleQuality(L.Callback):
     ):
         if OmegaConf.is_config(evaluation):
             evaluation = OmegaConf.to_container(evaluation, resolve=True)
-        self.evaluation = {**evaluation, "metrics": list(metrics), "num_samples": num_samples}
+        self.evaluation = {**evaluation, "metrics": list(metrics)}
         self.every_n_epochs = every_n_epochs
         self.num_samples = num_samples
         self._judge = None

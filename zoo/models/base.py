@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import lightning as L
@@ -11,10 +12,34 @@ from hydra.utils import instantiate
 
 import zoo
 from zoo.data.spec import DataSpec
+from zoo.errors import ConfigError
 from zoo.metrics import perplexity
 from zoo.rng import restore_rng_states, rng_states
 
 RNG_KEY = "rng_states"  # where a checkpoint keeps the random generators' states
+
+
+def class_labels(
+    labels: Any, count: int, num_classes: int, device: torch.device | str | None = None
+) -> torch.Tensor | None:
+    """Return the class of each of ``count`` samples, (count,): ``labels`` (one class or a
+    list) repeated in turn, or every class in turn when None; None for an unconditional
+    model (``num_classes`` 0). Raises ConfigError for labels given to an unconditional
+    model and for classes outside 0 … num_classes − 1."""
+    if not num_classes:
+        if labels is not None:
+            raise ConfigError(
+                "labels= needs a class-conditional model (trained with model.conditional=true)"
+            )
+        return None
+    if labels is None:
+        labels = list(range(num_classes))
+    labels = torch.as_tensor(labels, dtype=torch.long, device=device).flatten()
+    if labels.numel() == 0 or labels.min() < 0 or labels.max() >= num_classes:
+        raise ConfigError(
+            f"labels must lie in the classes 0 … {num_classes - 1}, got {labels.tolist()}"
+        )
+    return labels.repeat(math.ceil(count / len(labels)))[:count]
 
 
 class GenerativeModule(L.LightningModule):

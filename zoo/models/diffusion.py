@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from zoo.errors import ConfigError
 from zoo.metrics import bits_per_dim
-from zoo.models.base import GenerativeModule
+from zoo.models.base import GenerativeModule, class_labels
 from zoo.nn.unet import UNet
 
 # The noise schedule ---------------------------------------------------------------------------
@@ -465,12 +465,7 @@ class Diffusion(GenerativeModule):
             return None
         if labels is None:
             return torch.full((count,), self.num_classes, device=self.device, dtype=torch.long)
-        labels = torch.as_tensor(labels, device=self.device, dtype=torch.long).flatten()
-        if ((labels < 0) | (labels >= self.num_classes)).any():
-            raise ConfigError(
-                f"labels must lie in 0 … {self.num_classes - 1}, got {labels.tolist()}"
-            )
-        return labels.repeat(math.ceil(count / len(labels)))[:count]
+        return class_labels(labels, count, self.num_classes, self.device)
 
     def denoiser(self, labels: torch.Tensor | None, guidance: float, clip: str) -> Denoiser:
         """Return x_t, t ↦ x̂₀ with classifier-free guidance and x₀ clipping applied.
@@ -523,12 +518,8 @@ class Diffusion(GenerativeModule):
         steps = steps or self.hparams.sampler_steps
         clip = clip or self.hparams.clip
         self.check_sample_options(sampler, steps, clip)
-        if labels is not None and not self.num_classes:
-            raise ConfigError(
-                "labels= needs a class-conditional model (trained with model.conditional=true)"
-            )
-        labels = (
-            self._labels_for(labels, num_samples)
+        labels = (  # asked labels are checked, even against an unconditional model
+            class_labels(labels, num_samples, self.num_classes, self.device)
             if labels is not None
             else self._labels_for(None, num_samples)
         )

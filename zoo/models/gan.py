@@ -17,7 +17,7 @@ import torch
 from hydra.utils import instantiate
 
 from zoo.errors import ConfigError, TrainingDivergedError
-from zoo.models.base import GenerativeModule
+from zoo.models.base import GenerativeModule, class_labels
 from zoo.nn.gan import (
     ARCHITECTURES,
     AUGMENTATIONS,
@@ -114,7 +114,6 @@ class GAN(GenerativeModule):
             shape, width, architecture, self.num_classes, spectral_norm
         )
         self.discriminator_steps = 0  # optimizer steps taken, stored in checkpoints
-        self.generator_steps = 0
 
     # Optimisation
 
@@ -205,7 +204,6 @@ class GAN(GenerativeModule):
             self.manual_backward(g_loss)
             opt_g.step()
             self.untoggle_optimizer(opt_g)
-            self.generator_steps += 1
             if per_step and scheduler_g is not None:
                 scheduler_g.step()
             losses["g_loss"] = g_loss.detach()
@@ -225,9 +223,9 @@ class GAN(GenerativeModule):
     def _stop_if_diverged(self, losses: dict[str, torch.Tensor]) -> None:
         """Raises TrainingDivergedError when a loss is NaN or infinite, before anything is saved,
         so the checkpoints on disk are the last good ones."""
-        bad = {name: value.item() for name, value in losses.items() if not torch.isfinite(value)}
-        if not bad:
+        if torch.isfinite(torch.stack(list(losses.values()))).all():  # one sync a step
             return
+        bad = {name: value.item() for name, value in losses.items() if not torch.isfinite(value)}
         checkpoint = getattr(self.trainer, "checkpoint_callback", None)
         last = getattr(checkpoint, "last_model_path", "") or getattr(
             checkpoint, "best_model_path", ""
@@ -257,6 +255,11 @@ class GAN(GenerativeModule):
         self.log(f"{stage}/d_fake", terms["d_fake"], on_epoch=True)
         return terms["loss"]
 
+    @property
+    def generator_steps(self) -> int:
+        """The generator steps taken: one every n_critic discriminator steps."""
+        return self.discriminator_steps // self.hparams.n_critic
+
     def training_step_counts(self) -> dict[str, int]:
         return {"discriminator": self.discriminator_steps, "generator": self.generator_steps}
 
@@ -270,25 +273,8 @@ class GAN(GenerativeModule):
         super().on_load_checkpoint(checkpoint)
         steps = checkpoint.get(STEPS_KEY, {})
         self.discriminator_steps = steps.get("discriminator", 0)
-        self.generator_steps = steps.get("generator", 0)
 
     # The shared sampling call
-
-    def _sample_labels(self, labels, count: int, generator) -> torch.Tensor | None:
-        if labels is not None and not self.num_classes:
-            raise ConfigError(
-                "labels= needs a class-conditional model (trained with model.conditional=true)"
-            )
-        if not self.num_classes:
-            return None
-        if labels is None:  # every class in turn: a balanced draw
-            return torch.arange(count, device=self.device) % self.num_classes
-        labels = torch.as_tensor(labels, device=self.device, dtype=torch.long).flatten()
-        if ((labels < 0) | (labels >= self.num_classes)).any():
-            raise ConfigError(
-                f"labels must lie in 0 … {self.num_classes - 1}, got {labels.tolist()}"
-            )
-        return labels.repeat(math.ceil(count / len(labels)))[:count]
 
     @torch.no_grad()
     def sample(
@@ -323,7 +309,7 @@ class GAN(GenerativeModule):
             if truncation
             else self.latents(count, generator)
         )
-        label_ids = self._sample_labels(labels, rows, generator)
+        label_ids = class_labels(labels, rows, self.num_classes, self.device)
         if interpolate:
             t = torch.linspace(0, 1, interpolate, device=self.device)
             z = slerp(z[:rows], z[rows:], t).flatten(0, 1)  # (rows·S, D), row by row

@@ -32,7 +32,7 @@ from torch import nn
 
 from zoo.errors import ConfigError
 from zoo.metrics import bits_per_dim
-from zoo.models.base import GenerativeModule
+from zoo.models.base import GenerativeModule, class_labels
 from zoo.nn.distributions import (
     discretized_logistic_mixture_level_log_probs,
     discretized_logistic_mixture_log_prob,
@@ -364,22 +364,8 @@ class PixelCNN(GenerativeModule):
         ``labels`` is one class or a list of them, repeated in turn to fill the N
         samples; without labels a conditional model draws the classes in turn (0, 1, …).
         """
-        if not self.hparams.conditional:
-            if labels is not None:
-                raise ValueError(
-                    "labels= needs a class-conditional PixelCNN; this one was trained with "
-                    "model.conditional=false"
-                )
-            return None
-        num_classes = self.spec.num_classes
-        if labels is None:
-            labels = list(range(num_classes))
-        labels = torch.as_tensor(labels, dtype=torch.long).flatten()
-        if labels.numel() == 0 or labels.min() < 0 or labels.max() >= num_classes:
-            raise ValueError(f"labels must be classes 0 … {num_classes - 1}, got {labels.tolist()}")
-        return labels.repeat((num_samples + len(labels) - 1) // len(labels))[:num_samples].to(
-            self.device
-        )
+        num_classes = self.spec.num_classes if self.hparams.conditional else 0
+        return class_labels(labels, num_samples, num_classes, self.device)
 
     @torch.no_grad()
     def sample(
