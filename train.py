@@ -7,8 +7,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from zoo.config import register_resolvers
 from zoo.errors import ZooError
+from zoo.resolvers import register_resolvers
 
 register_resolvers()  # before Hydra composes: run folders use ${run_id:} and ${choice:...}
 

@@ -28,7 +28,7 @@ from lightning.pytorch.callbacks import Callback
 
 from zoo.data import DigitsDataModule
 from zoo.models import GAN
-from zoo.nn.gan import generator_loss
+from zoo.models.gan.networks import generator_loss
 
 MODEL = {"latent_dim": 32, "width": 64, "spectral_norm": True}  # the gan_digits preset's
 LOSSES = {

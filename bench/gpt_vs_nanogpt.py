@@ -171,7 +171,7 @@ def main() -> None:
     if args.corpus:
         text = args.corpus.read_text(encoding="utf-8")
     else:
-        from zoo.data.text import shakespeare_text
+        from zoo.data.shakespeare import shakespeare_text
 
         text = shakespeare_text()
     prepare(args.nanogpt.resolve(), text)

@@ -12,7 +12,7 @@ import random
 import re
 import sys
 
-from zoo.data.text import shakespeare_text
+from zoo.data.shakespeare import shakespeare_text
 
 SPEAKER = re.compile(r"^[A-Z][A-Za-z' .-]*:$")
 WORD = re.compile(r"[A-Za-z']+")

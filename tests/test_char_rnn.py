@@ -10,7 +10,7 @@ from zoo.data.spec import DataSpec
 from zoo.data.tokenizers import CharTokenizer, tokenizer_from_state
 from zoo.metrics import bits_per_dim, perplexity
 from zoo.models import CharRNN
-from zoo.nn.sampling import sample_from_logits, truncate_at_stop
+from zoo.nn.decoding import sample_from_logits, truncate_at_stop
 
 TEXT = "ROMEO:\nBut soft, what light through yonder window breaks?\n\n"
 

@@ -23,8 +23,8 @@ from zoo.data import (
     ShakespeareDataModule,
     TextFileDataModule,
 )
-from zoo.data.sampling import EpochShuffle
-from zoo.data.text import play_to_text, shakespeare_text
+from zoo.data.ordering import EpochShuffle
+from zoo.data.shakespeare import play_to_text, shakespeare_text
 from zoo.data.tokenizers import tokenizer_from_state
 
 

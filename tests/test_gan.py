@@ -18,7 +18,7 @@ from zoo.data.spec import DataSpec
 from zoo.errors import ConfigError, TrainingDivergedError
 from zoo.models import GAN
 from zoo.models.gan import slerp, truncated_normal
-from zoo.nn.gan import (
+from zoo.models.gan.networks import (
     Discriminator,
     Generator,
     diff_augment,

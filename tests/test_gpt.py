@@ -14,7 +14,7 @@ from zoo.data import TextFileDataModule
 from zoo.data.spec import DataSpec
 from zoo.data.tokenizers import ByteTokenizer, CharTokenizer, tokenizer_from_state
 from zoo.models import FAMILIES, GPT
-from zoo.nn.sampling import truncate_at_stop
+from zoo.nn.decoding import truncate_at_stop
 from zoo.nn.schedules import warmup_cosine, warmup_cosine_factor
 from zoo.runner import load_checkpoint, model_from_checkpoint
 

@@ -189,7 +189,7 @@ def test_sample_script_reports_errors_in_one_line_without_a_traceback(tmp_path):
 
 def test_run_ids_differ_between_processes():
     code = (
-        "from omegaconf import OmegaConf; from zoo.config import register_resolvers; "
+        "from omegaconf import OmegaConf; from zoo.resolvers import register_resolvers; "
         "register_resolvers(); print(OmegaConf.create({'d': '${run_id:}'}).d)"
     )
     ids = {

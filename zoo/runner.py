@@ -23,10 +23,10 @@ from omegaconf import DictConfig, OmegaConf
 from zoo.callbacks.pruning import OptunaPruning
 from zoo.callbacks.samples import save_image_grid, save_texts
 from zoo.checkpoints import datamodule_from_checkpoint, load_checkpoint, model_from_checkpoint
-from zoo.config import register_resolvers
 from zoo.errors import ZooError
 from zoo.evaluation import JudgeMissingError, evaluate_model, judge_images
 from zoo.models import GenerativeModule
+from zoo.resolvers import register_resolvers
 
 log = logging.getLogger("zoo")
 

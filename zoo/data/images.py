@@ -22,7 +22,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset, random_split
 from torchvision import datasets, transforms
 
-from zoo.data.sampling import EpochShuffle, loader_generator
+from zoo.data.ordering import EpochShuffle, loader_generator
 from zoo.data.spec import DataSpec
 from zoo.errors import ConfigError, DataNotFoundError
 

@@ -15,7 +15,7 @@ from torch import nn
 from zoo.data.tokenizers import tokenizer_from_state
 from zoo.errors import ConfigError
 from zoo.models.base import LanguageModel
-from zoo.nn.sampling import sample_from_logits, truncate_at_stop
+from zoo.nn.decoding import sample_from_logits, truncate_at_stop
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
 

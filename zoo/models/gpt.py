@@ -24,7 +24,7 @@ from torch import nn
 from zoo.data.tokenizers import tokenizer_from_state
 from zoo.errors import ConfigError
 from zoo.models.base import LanguageModel
-from zoo.nn.sampling import sample_from_logits, truncate_at_stop
+from zoo.nn.decoding import sample_from_logits, truncate_at_stop
 
 POSITIONS = ("learned", "rotary")
 FUSED_OPTIMIZERS = ("torch.optim.AdamW", "torch.optim.Adam")  # with a fused CUDA kernel

@@ -1,6 +1,6 @@
 """GAN: a generator and a discriminator trained against each other (Goodfellow et al., 2014).
 
-Both networks are sized from the data spec (zoo/nn/gan.py). Losses: non-saturating,
+Both networks are sized from the data spec (zoo/models/gan/networks.py). Losses: non-saturating,
 hinge, Wasserstein with gradient penalty; regularisers: spectral norm, R1, DiffAugment;
 knobs: discriminator steps per generator step (``n_critic``) and a learning rate and
 betas for each network (TTUR). Training uses Lightning's manual optimisation, so both
@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 
 from zoo.errors import ConfigError, TrainingDivergedError
 from zoo.models.base import GenerativeModule, class_labels
-from zoo.nn.gan import (
+from zoo.models.gan.networks import (
     ARCHITECTURES,
     AUGMENTATIONS,
     LOSSES,
