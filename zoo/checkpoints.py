@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from hydra.utils import get_class
 
-from zoo.callbacks.ema import EMA_KEY
+from zoo import checkpoint_format as keys
 from zoo.errors import ZooError
 from zoo.models import FAMILIES, GenerativeModule
 
@@ -38,11 +38,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{path} cannot be read as a PyTorch checkpoint (truncated or corrupt?): {error}. "
             "Use last.ckpt or another checkpoint of the run"
         ) from None
-    if not isinstance(checkpoint, dict) or "zoo" not in checkpoint:
+    if not isinstance(checkpoint, dict) or keys.ZOO not in checkpoint:
         raise ZooError(
             f"{path} is not a zoo checkpoint (no 'zoo' entry): pass a .ckpt written by train.py"
         )
-    family = checkpoint["zoo"].get("family")
+    family = checkpoint[keys.ZOO].get("family")
     if family not in FAMILIES:
         raise ZooError(
             f"{path} was written by the family {family!r}, which this zoo does not know; "
@@ -57,19 +57,20 @@ def model_from_checkpoint(
     """Return the family module rebuilt from a checkpoint alone, in eval mode.
 
     With ``use_ema`` the averaged weights stored by the EMA callback replace the
-    live ones, when the checkpoint has them. A family with a ``compile`` switch is
-    rebuilt with ``compile`` (off by default: a run compiled on a GPU must still
-    sample on a machine without a compiler).
+    live ones, when the checkpoint has them. ``compile`` compiles the family's networks
+    (off by default, whatever the run used: a run compiled on a GPU must still sample on
+    a machine without a compiler).
     """
-    cls = FAMILIES[checkpoint["zoo"]["family"]]
-    hyper_parameters = dict(checkpoint["hyper_parameters"])
-    if "compile" in hyper_parameters:
-        hyper_parameters["compile"] = compile
+    cls = FAMILIES[checkpoint[keys.ZOO]["family"]]
+    hyper_parameters = dict(checkpoint[keys.HYPER_PARAMETERS])
+    hyper_parameters["compile"] = False
     model = cls(**hyper_parameters)
-    model.load_state_dict(checkpoint["state_dict"])
-    if use_ema and checkpoint.get(EMA_KEY):
-        model.load_state_dict(checkpoint[EMA_KEY], strict=False)
-    model.data_record = checkpoint["zoo"].get("data")
+    model.load_state_dict(checkpoint[keys.STATE_DICT])
+    if use_ema and checkpoint.get(keys.EMA):
+        model.load_state_dict(checkpoint[keys.EMA], strict=False)
+    if compile:
+        model.compile_networks()
+    model.data_record = checkpoint[keys.ZOO].get("data")
     return model.eval()
 
 
@@ -80,7 +81,7 @@ def datamodule_from_checkpoint(
 
     Only zoo's own data modules are rebuilt: a checkpoint never names code to run.
     """
-    data = checkpoint["zoo"].get("data")
+    data = checkpoint[keys.ZOO].get("data")
     if not data:
         raise ZooError("the checkpoint does not record its data set (it predates that record)")
     values = dict(data["config"])

@@ -7,7 +7,7 @@ from typing import Any
 import lightning as L
 import torch
 
-EMA_KEY = "ema_state_dict"  # where the averaged weights live in a checkpoint
+from zoo import checkpoint_format as keys
 
 
 class EMA(L.Callback):
@@ -15,7 +15,7 @@ class EMA(L.Callback):
 
     The averaged weights replace the live ones during validation and testing
     (so the metrics, the sample grids and the best checkpoint judge the EMA
-    model), are stored in every checkpoint under ``"ema_state_dict"`` (sample.py
+    model), are stored in every checkpoint under ``keys.EMA`` (sample.py
     uses them by default), and are restored on resume.
 
     ``warmup`` ramps the decay as min(decay, (1 + n) / (10 + n)) after n updates,
@@ -105,12 +105,12 @@ class EMA(L.Callback):
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         if self._live_weights is not None:
             # Saved mid-validation: the module holds the average, so store the live weights.
-            checkpoint["state_dict"].update(self._live_weights)
-        checkpoint[EMA_KEY] = {name: t.detach().cpu() for name, t in self.ema_weights.items()}
+            checkpoint[keys.STATE_DICT].update(self._live_weights)
+        checkpoint[keys.EMA] = {name: t.detach().cpu() for name, t in self.ema_weights.items()}
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
-        if EMA_KEY in checkpoint:
-            self.ema_weights = {name: t.clone() for name, t in checkpoint[EMA_KEY].items()}
+        if keys.EMA in checkpoint:
+            self.ema_weights = {name: t.clone() for name, t in checkpoint[keys.EMA].items()}
 
     def state_dict(self) -> dict[str, Any]:
         return {"num_updates": self.num_updates}

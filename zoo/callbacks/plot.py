@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
+
+from zoo.outputs import atomic_write
 
 
 def plot_curves(
@@ -32,7 +33,6 @@ def plot_curves(
         if points:
             panels[metric or stage][stage] = points
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     columns = min(3, max(1, len(panels)))
     rows = max(1, math.ceil(len(panels) / columns))
     figure, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 3.2 * rows), squeeze=False)
@@ -51,10 +51,9 @@ def plot_curves(
     if title:
         figure.suptitle(title)
     figure.tight_layout()
-    temporary = path.with_suffix(".tmp.png")
-    figure.savefig(temporary, dpi=110)
+    with atomic_write(path) as file:
+        figure.savefig(file, dpi=110, format="png")
     plt.close(figure)
-    os.replace(temporary, path)
     return path
 
 
