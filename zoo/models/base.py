@@ -1,8 +1,55 @@
-"""What every family's LightningModule shares: a spec in, optimizers from config, samples out."""
+"""The family contract: what every family's LightningModule is and may offer.
+
+A family is one module under ``zoo/models/`` with a :class:`GenerativeModule` subclass.
+It is built from a data spec and plain hyperparameters, trains through ``_step``, and
+answers the one sampling call. To add a family: write ``zoo/models/<family>.py``, add its
+class to ``FAMILIES`` in ``zoo/models/__init__.py``, give it ``conf/model/<family>.yaml``
+(whose values equal the constructor's defaults: tests/test_configs.py holds them equal),
+a ``conf/experiment/<family>_<data>.yaml`` and a ``tests/test_<family>.py``.
+
+**Required** of a subclass:
+
+- ``family``: the name stored in checkpoints and looked up in ``FAMILIES``.
+- ``modality``: ``"image"`` or ``"text"``; the base class refuses data of the other kind.
+- ``__init__(spec, <hyperparameters>, compile=False, optimizer=None, scheduler=None,
+  scheduler_interval=...)`` that calls ``super().__init__`` and then
+  ``self.save_hyperparameters()``, so that a checkpoint alone rebuilds it
+  (``zoo.checkpoints.model_from_checkpoint``). Every argument must be a plain value.
+- ``_step(batch, stage)``: computes the loss of a batch and logs it as
+  ``f"{stage}/loss"`` (stage is ``train``, ``val`` or ``test``), with
+  ``logged_metrics`` logged under ``val/`` and ``test/``.
+- ``sample(num_samples, *, generator=None, **options)``: data-space samples, images
+  ``(N, C, H, W)`` in [-1, 1] or a list of strings. Its keyword-only options are the
+  family's sample.py options (``labels``, ``temperature``, ``steps``, …): sample.py
+  derives the options it forwards from these signatures.
+
+**Optional** attributes and methods that the runner, callbacks and sample.py look for:
+
+- ``logged_metrics``: the metrics logged under ``val/`` and ``test/``; ``monitor`` must
+  name one of them (or one a callback logs).
+- ``generates = False``: the family judges rather than generates (the classifier);
+  nothing asks it for samples.
+- ``ema_prefix``: the weights the EMA callback averages when its own prefix is unset
+  (``"generator."`` for a GAN; ``""``, every weight, by default).
+- ``compiled_networks``: the submodules that ``compile=True`` compiles in place with
+  ``torch.compile`` (``nn.Module.compile``, so state_dict keys do not change and a
+  checkpoint of a compiled model loads into an uncompiled one and back).
+- ``reconstruct(x)``: data → reconstructions; the sample writer then adds a grid of
+  data and reconstructions.
+- a ``progress`` keyword of ``sample``: sample.py turns on a progress bar.
+- ``num_classes`` (set through :meth:`conditional_classes`): class-conditional sampling
+  with ``labels=``; :meth:`batch_labels` and :meth:`sample_labels` give the labels.
+- ``parameter_groups()`` and ``optimizer_options()``: decay groups, fused kernels.
+- ``training_step_counts()``: optimizer steps per network of a family that steps them
+  in turn (the GAN).
+"""
 
 from __future__ import annotations
 
+import inspect
 import math
+import time
+from functools import partial
 from typing import Any
 
 import lightning as L
@@ -11,12 +58,15 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 
 import zoo
+from zoo import checkpoint_format as keys
 from zoo.data.spec import DataSpec
+from zoo.data.tokenizers import tokenizer_from_state
 from zoo.errors import ConfigError
 from zoo.metrics import perplexity
+from zoo.nn.decoding import truncate_at_stop
 from zoo.rng import restore_rng_states, rng_states
 
-RNG_KEY = "rng_states"  # where a checkpoint keeps the random generators' states
+EXAMPLE_DATA = {"image": "data=digits", "text": "data=shakespeare"}
 
 
 def class_labels(
@@ -45,18 +95,17 @@ def class_labels(
 class GenerativeModule(L.LightningModule):
     """A LightningModule built from a data spec that answers the shared sampling call.
 
-    Subclasses set ``family`` (the name stored in checkpoints), call
-    ``self.save_hyperparameters()`` in their ``__init__`` so that the checkpoint
-    alone rebuilds them, and implement :meth:`sample`.
-
     ``optimizer`` and ``scheduler`` are Hydra partials kept as plain dicts
-    (``{"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3}``), so
-    the checkpoint holds values, never objects.
+    (``{"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3}``), so the
+    checkpoint holds values, never objects. See the module's docstring for the contract.
     """
 
     family: str = ""
+    modality: str = "image"
     generates: bool = True  # False for families that judge rather than generate (the classifier)
     ema_prefix: str = ""  # the weights the EMA callback averages by default ("": all of them)
+    compiled_networks: tuple[str, ...] = ()  # the submodules compile=True compiles
+    logged_metrics: tuple[str, ...] = ("loss",)  # logged under val/ and test/
 
     def __init__(
         self,
@@ -67,12 +116,66 @@ class GenerativeModule(L.LightningModule):
     ):
         super().__init__()
         self.spec = DataSpec.from_dict(spec)
+        if self.spec.modality != self.modality:
+            raise ConfigError(
+                f"the {self.family} family models {self.modality}, but the data are "
+                f"{self.spec.modality}: choose {'an' if self.modality == 'image' else 'a'} "
+                f"{self.modality} data set (e.g. {EXAMPLE_DATA[self.modality]})"
+            )
+        if scheduler_interval not in ("epoch", "step"):
+            raise ConfigError(
+                f"model.scheduler_interval must be epoch or step, got {scheduler_interval!r}"
+            )
+        self.num_classes = 0  # classes of a class-conditional family (conditional_classes)
         # The data set's name and config (plain values), recorded in checkpoints so that
         # evaluation can rebuild the data the model was trained on. Set by the runner.
         self.data_record: dict[str, Any] | None = None
         self._rng_to_restore: dict[str, Any] | None = None  # set when resuming
+        self._compiled = False
 
-    # Logging --------------------------------------------------------------------
+    # Classes ----------------------------------------------------------------------
+
+    def conditional_classes(self, conditional: bool) -> int:
+        """Return the number of classes to condition on: the data's when ``conditional``,
+        else 0. Raises ConfigError when conditioning is asked of unlabelled data."""
+        if conditional and self.spec.num_classes < 2:
+            raise ConfigError(
+                "model.conditional=true needs labelled data (at least two classes); this data "
+                "set has none: choose a labelled data set or set model.conditional=false"
+            )
+        return self.spec.num_classes if conditional else 0
+
+    def batch_labels(self, labels: torch.Tensor) -> torch.Tensor | None:
+        """Return a training batch's labels (B,) for a conditional model, None otherwise.
+        Raises ConfigError when a conditional model meets unlabelled images (label −1)."""
+        if not self.num_classes:
+            return None
+        if bool((labels < 0).any()):
+            raise ConfigError(
+                f"the {self.family} model is class-conditional, but the batch holds unlabelled "
+                "images (label -1): train it on labelled data or set model.conditional=false"
+            )
+        return labels
+
+    def sample_labels(self, labels: Any, count: int) -> torch.Tensor | None:
+        """Return the class of each of ``count`` samples (see :func:`class_labels`)."""
+        return class_labels(labels, count, self.num_classes, self.device)
+
+    # Compilation ------------------------------------------------------------------
+
+    def compile_networks(self) -> None:
+        """Compiles the ``compiled_networks`` in place with torch.compile (once)."""
+        if self._compiled:
+            return
+        for name in self.compiled_networks:
+            getattr(self, name).compile()
+        self._compiled = True
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.get("compile"):
+            self.compile_networks()
+
+    # Logging ----------------------------------------------------------------------
 
     def log(self, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
         """Logs as LightningModule.log does; val/ and test/ metrics are averaged over every
@@ -82,7 +185,7 @@ class GenerativeModule(L.LightningModule):
             kwargs.setdefault("sync_dist", True)
         super().log(name, value, *args, **kwargs)
 
-    # Optimisation ---------------------------------------------------------------
+    # Optimisation -----------------------------------------------------------------
 
     def parameter_groups(self):
         """Return what the optimizer updates; families override this for decay/no-decay groups."""
@@ -92,18 +195,57 @@ class GenerativeModule(L.LightningModule):
         """Return keyword arguments the family adds to the configured optimizer (e.g. fused)."""
         return {}
 
+    def schedule_length(self, interval: str) -> int:
+        """Return how many times the scheduler steps in the whole run: the epochs (those that
+        ``max_steps`` makes, when only it bounds the run), or the optimizer steps with
+        ``interval="step"``. Raises ConfigError when the run is unbounded."""
+        trainer = self.trainer
+        steps = trainer.estimated_stepping_batches
+        length = steps
+        if interval == "epoch":
+            length = trainer.max_epochs
+            if length in (None, -1) and math.isfinite(steps):
+                if trainer.train_dataloader is None:
+                    trainer.fit_loop.setup_data()  # as estimated_stepping_batches does
+                batches = trainer.num_training_batches
+                if math.isfinite(batches):
+                    per_epoch = max(1, math.ceil(batches / trainer.accumulate_grad_batches))
+                    length = math.ceil(steps / per_epoch)
+        if length is None or length < 1 or not math.isfinite(length):
+            bound = "trainer.max_epochs" if interval == "epoch" else "trainer.max_steps"
+            raise ConfigError(
+                f"the learning-rate schedule spans the run, but the run sets no {bound}: set it, "
+                "or give the scheduler its own total_steps"
+            )
+        return int(length)
+
+    def make_scheduler(self, optimizer: torch.optim.Optimizer):
+        """Return the configured scheduler of ``optimizer`` (None without one). A schedule
+        whose ``total_steps`` is null spans the run: it is planned from the trainer's
+        bound each time training starts, so a resumed run with a larger budget re-plans it."""
+        if not self.hparams.get("scheduler"):
+            return None
+        make = instantiate(self.hparams.scheduler, _convert_="all")
+        if "total_steps" in inspect.signature(make).parameters and (
+            make.keywords.get("total_steps") is None
+        ):
+            # A run shorter than its warm-up (a smoke test) stays in the warm-up.
+            length = self.schedule_length(self.hparams.scheduler_interval)
+            length = max(length, make.keywords.get("warmup_steps", 0) + 1)
+            make = partial(make, total_steps=length)
+        return make(optimizer)
+
     def configure_optimizers(self):
         # _convert_="all": list arguments (betas) reach torch as lists, not ListConfig, so the
         # optimizer's state_dict, and with it every checkpoint, stays plain data.
         optimizer = instantiate(self.hparams.optimizer, _convert_="all")
         optimizer = optimizer(self.parameter_groups(), **self.optimizer_options())
-        if not self.hparams.get("scheduler"):
+        scheduler = self.make_scheduler(optimizer)
+        if scheduler is None:
             return optimizer
-        scheduler = instantiate(self.hparams.scheduler, _convert_="all")(optimizer)
-        interval = self.hparams.get("scheduler_interval", "epoch")
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": interval},
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval},
         }
 
     # The Lightning steps: a family computes and logs its loss in _step(batch, stage) ----
@@ -121,7 +263,7 @@ class GenerativeModule(L.LightningModule):
     def test_step(self, batch, batch_idx):
         self._step(batch, "test")
 
-    # The shared sampling call ---------------------------------------------------
+    # The shared sampling call -----------------------------------------------------
 
     @torch.no_grad()
     def sample(self, num_samples: int, *, generator: torch.Generator | None = None, **options):
@@ -133,21 +275,31 @@ class GenerativeModule(L.LightningModule):
         """
         raise NotImplementedError(f"{type(self).__name__} does not implement sample()")
 
-    # Checkpoints ----------------------------------------------------------------
+    @classmethod
+    def sample_options(cls) -> tuple[str, ...]:
+        """Return the family's sample options: the keyword-only arguments of its ``sample``."""
+        parameters = inspect.signature(cls.sample).parameters.values()
+        return tuple(
+            p.name
+            for p in parameters
+            if p.kind == p.KEYWORD_ONLY and p.name not in ("generator", "progress")
+        )
+
+    # Checkpoints ------------------------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Marks the file as ours and names the family, so sample.py can rebuild the
         # model from the checkpoint alone without importing a path stored in it.
-        checkpoint["zoo"] = {"family": self.family, "version": zoo.__version__}
+        checkpoint[keys.ZOO] = {"family": self.family, "version": zoo.__version__}
         if self.data_record:
-            checkpoint["zoo"]["data"] = self.data_record
-        checkpoint[RNG_KEY] = rng_states()
+            checkpoint[keys.ZOO]["data"] = self.data_record
+        checkpoint[keys.RNG] = rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Applied when training starts, after the sanity check's validation has drawn its
         # noise: the next epoch's data order, noise and augmentations are then the ones
         # the interrupted run would have drawn.
-        self._rng_to_restore = checkpoint.get(RNG_KEY)
+        self._rng_to_restore = checkpoint.get(keys.RNG)
 
     def on_train_start(self) -> None:
         if self._rng_to_restore is not None:
@@ -155,12 +307,56 @@ class GenerativeModule(L.LightningModule):
             self._rng_to_restore = None
 
 
-class LanguageModel(GenerativeModule):
-    """A text family whose ``forward(tokens)`` returns next-token logits (B, T, V) and a state.
+@torch.no_grad()
+def draw_samples(
+    model: GenerativeModule,
+    num_samples: int,
+    *,
+    seed: int,
+    batch_size: int | None = None,
+    **options: Any,
+) -> tuple[torch.Tensor | list[str], float]:
+    """Return ``num_samples`` samples and the seconds they took: images (N, C, H, W) in
+    [-1, 1] as float32 on the CPU, or a list of texts.
 
-    Its loss is the next-token cross-entropy in nats per token, logged with the
-    perplexity on validation and test.
+    The samples are drawn through the shared sampling call in batches of ``batch_size``
+    (all at once when None) with one generator seeded by ``seed``, so the same seed gives
+    the same samples. This is the one loop behind sample.py, the sample writer and
+    evaluation. Raises ConfigError for an option value the family refuses.
     """
+    generator = torch.Generator(device=model.device).manual_seed(seed)
+    batch_size = batch_size or num_samples
+    start = time.perf_counter()
+    batches = []
+    for first in range(0, num_samples, batch_size):
+        count = min(batch_size, num_samples - first)
+        try:
+            batches.append(model.sample(count, generator=generator, **options))
+        except ConfigError:
+            raise
+        except ValueError as error:  # a family's check of an option's value
+            raise ConfigError(str(error)) from None
+    seconds = time.perf_counter() - start
+    if isinstance(batches[0], torch.Tensor):
+        return torch.cat([batch.float().cpu() for batch in batches]), seconds
+    return [text for batch in batches for text in batch], seconds
+
+
+class LanguageModel(GenerativeModule):
+    """A text family: ``forward(tokens)`` returns next-token logits (B, T, V) and a state,
+    and ``generate(idx, max_new_tokens, …)`` continues token ids (B, T).
+
+    Its loss is the next-token cross-entropy in nats per token, logged with the perplexity
+    on validation and test. Sampling (prompt → tokens → generate → text, cut at ``stop``)
+    is written once, here.
+    """
+
+    modality = "text"
+    logged_metrics = ("loss", "perplexity")
+
+    def __init__(self, spec, optimizer, scheduler=None, scheduler_interval="epoch"):
+        super().__init__(spec, optimizer, scheduler, scheduler_interval)
+        self.tokenizer = tokenizer_from_state(self.spec.tokenizer)
 
     def _step(self, batch, stage: str) -> torch.Tensor:
         x, y = batch  # (B, T) each; y is x shifted by one token
@@ -171,3 +367,65 @@ class LanguageModel(GenerativeModule):
         if stage != "train":
             self.log(f"{stage}/perplexity", perplexity(loss), on_epoch=True)
         return loss
+
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+        stop_ids: list[int] | None = None,
+    ) -> torch.Tensor:
+        """Return ``idx`` (B, T) followed by up to ``max_new_tokens`` sampled tokens, ending
+        early once every row has produced ``stop_ids``."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement generate()")
+
+    @torch.no_grad()
+    def sample(
+        self,
+        num_samples: int,
+        *,
+        generator: torch.Generator | None = None,
+        prompt: str = "\n",
+        max_new_tokens: int = 500,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        stop: str | None = None,
+    ) -> list[str]:
+        """Return ``num_samples`` texts: the prompt, then up to ``max_new_tokens`` tokens.
+
+        Each text ends after the first ``stop`` string its generated part holds, if any.
+        Raises ConfigError for an empty prompt or characters the tokenizer cannot encode.
+        """
+        if not prompt:
+            raise ConfigError(
+                f"the {self.family} model needs a prompt of at least one token (e.g. prompt='\\n')"
+            )
+        if max_new_tokens < 0:
+            raise ConfigError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        prompt_ids = self.tokenizer.encode(prompt)
+        idx = torch.tensor([prompt_ids] * num_samples, dtype=torch.long, device=self.device)
+        tokens = self.generate(
+            idx,
+            max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            generator=generator,
+            stop_ids=self._stop_ids(stop),
+        )
+        generated = tokens[:, len(prompt_ids) :].tolist()
+        return [prompt + truncate_at_stop(self.tokenizer.decode(row), stop) for row in generated]
+
+    def _stop_ids(self, stop: str | None) -> list[int] | None:
+        """Return the token ids of ``stop``; None when it is empty or outside the vocabulary."""
+        if not stop:
+            return None
+        try:
+            return self.tokenizer.encode(stop)
+        except ValueError:  # characters the model cannot produce: the stop can never occur
+            return None

@@ -12,10 +12,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo.data.tokenizers import tokenizer_from_state
 from zoo.errors import ConfigError
 from zoo.models.base import LanguageModel
-from zoo.nn.decoding import sample_from_logits, truncate_at_stop
+from zoo.nn.decoding import StopTracker, sample_from_logits
+from zoo.nn.schedules import COSINE_OVER_THE_RUN
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -24,6 +24,7 @@ class CharRNN(LanguageModel):
     """A recurrent language model over the tokenizer's characters."""
 
     family = "char_rnn"
+    compiled_networks = ("rnn",)
 
     def __init__(
         self,
@@ -33,20 +34,16 @@ class CharRNN(LanguageModel):
         hidden_size: int = 256,
         num_layers: int = 2,
         dropout: float = 0.0,
+        compile: bool = False,
         optimizer: dict[str, Any] | None = None,
-        scheduler: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = COSINE_OVER_THE_RUN,
         scheduler_interval: str = "epoch",
     ):
-        optimizer = optimizer or {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 2e-3}
+        optimizer = optimizer or {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 3e-3}
         super().__init__(spec, optimizer, scheduler, scheduler_interval)
         self.save_hyperparameters()
-        if self.spec.modality != "text":
-            raise ConfigError(
-                "the char-RNN models text; choose a text data set (e.g. data=shakespeare)"
-            )
         if cell not in CELLS:
             raise ConfigError(f"model.cell must be one of {sorted(CELLS)}, got {cell!r}")
-        self.tokenizer = tokenizer_from_state(self.spec.tokenizer)
         vocab_size = self.spec.vocab_size
         self.embedding = nn.Embedding(vocab_size, embedding_dim)
         self.rnn = CELLS[cell](
@@ -65,32 +62,25 @@ class CharRNN(LanguageModel):
         h, state = self.rnn(h, state)  # (B, T, H)
         return self.head(self.dropout(h)), state
 
-    # The shared sampling call
-
-    @torch.no_grad()
-    def sample(
+    @torch.inference_mode()
+    def generate(
         self,
-        num_samples: int,
+        idx: torch.Tensor,
+        max_new_tokens: int,
         *,
-        generator: torch.Generator | None = None,
-        prompt: str = "\n",
-        max_new_tokens: int = 500,
         temperature: float = 1.0,
         top_k: int | None = None,
         top_p: float | None = None,
-        stop: str | None = None,
-    ) -> list[str]:
-        """Return ``num_samples`` texts: the prompt, then ``max_new_tokens`` sampled characters.
+        generator: torch.Generator | None = None,
+        stop_ids: list[int] | None = None,
+    ) -> torch.Tensor:
+        """Return ``idx`` (B, T) followed by up to ``max_new_tokens`` sampled characters.
 
-        Each text ends after the first ``stop`` string its generated part holds, if any.
+        The prompt is read once; each new character then advances the recurrent state by
+        one step. Generation ends early once every row has produced ``stop_ids``.
         """
-        if not prompt:
-            raise ConfigError(
-                "the char-RNN needs a prompt of at least one character (e.g. prompt='\\n')"
-            )
-        tokens = torch.tensor([self.tokenizer.encode(prompt)] * num_samples, device=self.device)
-        logits, state = self(tokens)  # read the whole prompt once, keep the state
-        generated = []
+        stop = StopTracker(stop_ids, idx)
+        logits, state = self(idx)  # (B, T, V): the whole prompt, once
         for _ in range(max_new_tokens):
             next_token = sample_from_logits(
                 logits[:, -1],
@@ -99,7 +89,8 @@ class CharRNN(LanguageModel):
                 top_p=top_p,
                 generator=generator,
             )  # (B,)
-            generated.append(next_token)
-            logits, state = self(next_token[:, None], state)
-        ids = torch.stack(generated, dim=1).tolist() if generated else [[]] * num_samples
-        return [prompt + truncate_at_stop(self.tokenizer.decode(row), stop) for row in ids]
+            idx = torch.cat([idx, next_token[:, None]], dim=1)  # (B, T + 1)
+            if stop.update(idx):
+                break
+            logits, state = self(next_token[:, None], state)  # (B, 1, V)
+        return idx

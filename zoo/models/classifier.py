@@ -16,6 +16,7 @@ from torch import nn
 
 from zoo.errors import ConfigError, ZooError
 from zoo.models.base import GenerativeModule
+from zoo.nn.schedules import COSINE_OVER_THE_RUN
 
 
 def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator | None = None):
@@ -36,6 +37,8 @@ class CNNClassifier(GenerativeModule):
 
     family = "cnn_classifier"
     generates = False
+    compiled_networks = ("body", "head")
+    logged_metrics = ("loss", "accuracy")
 
     def __init__(
         self,
@@ -44,14 +47,20 @@ class CNNClassifier(GenerativeModule):
         dropout: float = 0.3,
         max_shift: int = 1,
         label_smoothing: float = 0.0,
+        compile: bool = False,
         optimizer: dict[str, Any] | None = None,
-        scheduler: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = COSINE_OVER_THE_RUN,
         scheduler_interval: str = "epoch",
     ):
-        optimizer = optimizer or {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 2e-3}
+        optimizer = optimizer or {
+            "_target_": "torch.optim.AdamW",
+            "_partial_": True,
+            "lr": 2e-3,
+            "weight_decay": 0.05,
+        }
         super().__init__(spec, optimizer, scheduler, scheduler_interval)
         self.save_hyperparameters()
-        if self.spec.modality != "image" or self.spec.num_classes < 2:
+        if self.spec.num_classes < 2:
             raise ConfigError(
                 "the classifier needs labelled images (num_classes >= 2): choose a labelled image "
                 "data set, e.g. data=digits, or an image folder with one subfolder per class"
@@ -82,6 +91,13 @@ class CNNClassifier(GenerativeModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return class logits (B, num_classes)."""
         return self.head(self.features(x))
+
+    @torch.no_grad()
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the features (B, feature_dim) and class probabilities (B, num_classes) of
+        images (B, C, H, W) in [-1, 1]: what a judge of samples needs of a classifier."""
+        features = self.features(x)
+        return features, self.head(features).softmax(dim=1)
 
     def _step(self, batch, stage: str) -> torch.Tensor:
         x, y = batch

@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 
 from zoo.errors import ConfigError
 from zoo.metrics import bits_per_dim
-from zoo.models.base import GenerativeModule, class_labels
+from zoo.models.base import GenerativeModule
+from zoo.nn.distributions import discretized_gaussian_log_prob, gaussian_kl
 from zoo.nn.unet import UNet
 
 # The noise schedule ---------------------------------------------------------------------------
@@ -110,17 +111,6 @@ class NoiseSchedule:
         if kind == "x0":
             return prediction
         return alpha * x_t - sigma * prediction
-
-    def to_epsilon(
-        self, kind: str, prediction: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
-    ) -> torch.Tensor:
-        """Return ε̂ from a ``kind`` prediction at x_t."""
-        alpha, sigma = self.alpha_sigma(t, x_t)
-        if kind == "epsilon":
-            return prediction
-        if kind == "x0":
-            return (x_t - alpha * prediction) / sigma
-        return sigma * x_t + alpha * prediction
 
     def loss_weight(self, kind: str, t: torch.Tensor, weighting: str, gamma: float) -> torch.Tensor:
         """Return per-example weights (B,) of the MSE on a ``kind`` target.
@@ -276,33 +266,11 @@ SAMPLERS = ("ddpm", "ddim", "dpm_solver")
 # The LightningModule ---------------------------------------------------------------------------
 
 
-def discretized_gaussian_log_prob(
-    x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor, num_levels: int
-):
-    """Return log P(x) elementwise for x on ``num_levels`` levels in [-1, 1] under a Gaussian
-    integrated over each level's bin (the end bins take the tails); DDPM's decoder L₀."""
-    half_bin = 1.0 / (num_levels - 1)
-    scale = log_scale.exp()
-    normal = torch.distributions.Normal(mean, scale)
-    upper = normal.cdf(x + half_bin)
-    lower = normal.cdf(x - half_bin)
-    mass = torch.where(
-        x < -1 + half_bin, upper, torch.where(x > 1 - half_bin, 1 - lower, upper - lower)
-    )
-    return mass.clamp(min=1e-12).log()
-
-
-def gaussian_kl(mean_1, log_var_1, mean_2, log_var_2) -> torch.Tensor:
-    """Return KL(N(mean_1, e^log_var_1) ‖ N(mean_2, e^log_var_2)) elementwise."""
-    return 0.5 * (
-        log_var_2 - log_var_1 + (log_var_1.exp() + (mean_1 - mean_2) ** 2) / log_var_2.exp() - 1
-    )
-
-
 class Diffusion(GenerativeModule):
     """A DDPM whose UNet predicts ε, x₀ or v; any sampler can draw from it."""
 
     family = "diffusion"
+    compiled_networks = ("unet",)
 
     def __init__(
         self,
@@ -326,6 +294,7 @@ class Diffusion(GenerativeModule):
         sampler_steps: int = 20,
         clip: str = "clip",
         bound_timesteps: int | None = None,
+        compile: bool = False,
         optimizer: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
         scheduler_interval: str = "epoch",
@@ -333,21 +302,15 @@ class Diffusion(GenerativeModule):
         optimizer = optimizer or {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 2e-4}
         super().__init__(spec, optimizer, scheduler, scheduler_interval)
         self.save_hyperparameters()
-        if self.spec.modality != "image":
-            raise ConfigError(
-                "the diffusion model generates images; choose an image data set (e.g. data=digits)"
-            )
         if prediction not in ("epsilon", "x0", "v"):
             raise ConfigError(f"model.prediction must be epsilon, x0 or v, got {prediction!r}")
         if loss_weighting not in ("uniform", "min_snr"):
             raise ConfigError(
                 f"model.loss_weighting must be uniform or min_snr, got {loss_weighting!r}"
             )
-        if conditional and self.spec.num_classes < 2:
-            raise ConfigError("model.conditional=true needs labelled data (num_classes >= 2)")
         self.check_sample_options(sampler, sampler_steps, clip)
         self.noise_schedule = NoiseSchedule(schedule, num_steps, beta_start, beta_end)
-        self.num_classes = self.spec.num_classes if conditional else 0
+        self.num_classes = self.conditional_classes(conditional)
         self.unet = UNet(
             tuple(self.spec.shape),
             base_channels=base_channels,
@@ -372,7 +335,7 @@ class Diffusion(GenerativeModule):
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None):
         """Return the UNet's prediction (ε, x₀ or v) at x_t, t."""
-        return self.unet(x_t, t, labels if self.num_classes else None)
+        return self.unet(x_t, t, labels)
 
     def _loss(
         self, x0: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None = None
@@ -384,7 +347,8 @@ class Diffusion(GenerativeModule):
         )
         noise = torch.randn(x0.shape, device=device, generator=generator)
         x_t = self.noise_schedule.add_noise(x0, noise, t)
-        if self.num_classes:
+        labels = self.batch_labels(labels)
+        if labels is not None:
             # Classifier-free guidance: learn the unconditional model on a share of the batch.
             drop = torch.rand(b, device=device, generator=generator) < self.hparams.label_dropout
             labels = torch.where(drop, torch.full_like(labels, self.num_classes), labels)
@@ -422,7 +386,7 @@ class Diffusion(GenerativeModule):
         by its stratum's size — K network evaluations instead of T, at some noise.
         """
         schedule = self.noise_schedule
-        labels = self._labels_for(labels, x0.shape[0])
+        labels = self._labels_or_unconditional(labels, x0.shape[0])
         at = schedule.at
         # L_T: KL(q(x_T | x₀) ‖ N(0, I)), independent of the network.
         alpha, sigma = schedule.alpha_sigma(_full(schedule.num_steps - 1, x0), x0)
@@ -459,13 +423,14 @@ class Diffusion(GenerativeModule):
 
     # Sampling
 
-    def _labels_for(self, labels, count: int) -> torch.Tensor | None:
-        """Return labels (count,) on the device: the given ones repeated, or the "no label" id."""
+    def _labels_or_unconditional(self, labels, count: int) -> torch.Tensor | None:
+        """Return labels (count,) on the device for a conditional model: the given ones, or
+        the "no label" id of classifier-free guidance when None; None when unconditional."""
         if not self.num_classes:
             return None
         if labels is None:
             return torch.full((count,), self.num_classes, device=self.device, dtype=torch.long)
-        return class_labels(labels, count, self.num_classes, self.device)
+        return self.sample_labels(labels, count)
 
     def denoiser(self, labels: torch.Tensor | None, guidance: float, clip: str) -> Denoiser:
         """Return x_t, t ↦ x̂₀ with classifier-free guidance and x₀ clipping applied.
@@ -519,9 +484,9 @@ class Diffusion(GenerativeModule):
         clip = clip or self.hparams.clip
         self.check_sample_options(sampler, steps, clip)
         labels = (  # asked labels are checked, even against an unconditional model
-            class_labels(labels, num_samples, self.num_classes, self.device)
+            self.sample_labels(labels, num_samples)
             if labels is not None
-            else self._labels_for(None, num_samples)
+            else self._labels_or_unconditional(None, num_samples)
         )
         denoise = self.denoiser(labels, guidance if labels is not None else 1.0, clip)
         shape = (num_samples, *self.spec.shape)

@@ -21,10 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.data.tokenizers import tokenizer_from_state
 from zoo.errors import ConfigError
 from zoo.models.base import LanguageModel
-from zoo.nn.decoding import sample_from_logits, truncate_at_stop
+from zoo.nn.decoding import StopTracker, sample_from_logits
 
 POSITIONS = ("learned", "rotary")
 FUSED_OPTIMIZERS = ("torch.optim.AdamW", "torch.optim.Adam")  # with a fused CUDA kernel
@@ -207,10 +206,29 @@ class Transformer(nn.Module):
 # The LightningModule ------------------------------------------------------------------------
 
 
+DEFAULT_OPTIMIZER = {
+    "_target_": "torch.optim.AdamW",
+    "_partial_": True,
+    "lr": 1e-3,
+    "betas": [0.9, 0.99],
+    "weight_decay": 0.1,
+    "fused": None,
+}
+# nanoGPT's schedule: 100 warm-up steps, then a cosine to a tenth of lr at the run's end.
+DEFAULT_SCHEDULER = {
+    "_target_": "zoo.nn.schedules.warmup_cosine",
+    "_partial_": True,
+    "warmup_steps": 100,
+    "total_steps": None,
+    "min_lr_ratio": 0.1,
+}
+
+
 class GPT(LanguageModel):
     """A GPT over the tokenizer's characters or bytes."""
 
     family = "gpt"
+    compiled_networks = ("transformer",)
 
     def __init__(
         self,
@@ -224,20 +242,12 @@ class GPT(LanguageModel):
         position: str = "learned",
         compile: bool = False,
         optimizer: dict[str, Any] | None = None,
-        scheduler: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = DEFAULT_SCHEDULER,
         scheduler_interval: str = "step",
     ):
-        optimizer = optimizer or {
-            "_target_": "torch.optim.AdamW",
-            "_partial_": True,
-            "lr": 1e-3,
-            "betas": [0.9, 0.99],
-            "weight_decay": 0.1,
-        }
+        optimizer = optimizer or DEFAULT_OPTIMIZER  # before save_hyperparameters records it
         super().__init__(spec, optimizer, scheduler, scheduler_interval)
         self.save_hyperparameters()
-        if self.spec.modality != "text":
-            raise ConfigError("the GPT models text; choose a text data set (e.g. data=shakespeare)")
         if position not in POSITIONS:
             raise ConfigError(f"model.position must be one of {list(POSITIONS)}, got {position!r}")
         if n_embd % n_head != 0:
@@ -247,7 +257,6 @@ class GPT(LanguageModel):
                 f"rotary positions rotate channel pairs: the head size n_embd / n_head = "
                 f"{n_embd // n_head} must be even"
             )
-        self.tokenizer = tokenizer_from_state(self.spec.tokenizer)
         self.config = GPTConfig(
             vocab_size=self.spec.vocab_size,
             block_size=block_size,
@@ -259,11 +268,6 @@ class GPT(LanguageModel):
             position=position,
         )
         self.transformer = Transformer(self.config)
-        if compile:
-            # nn.Module.compile compiles the network's calls in place: no wrapper module
-            # enters the tree, so state_dict keys carry no `_orig_mod.` and a checkpoint
-            # loads into a model built with compile=False (and back).
-            self.transformer.compile()
 
     def forward(self, idx: torch.Tensor, past: list[KeyValues] | None = None):
         """Return next-token logits (B, T, V) and every layer's keys/values (the cache)."""
@@ -313,9 +317,7 @@ class GPT(LanguageModel):
         Generation ends early once every row has produced ``stop_ids``.
         """
         block_size = self.config.block_size
-        prompt_length = idx.size(1)
-        finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
-        stop = torch.tensor(stop_ids, device=idx.device) if stop_ids else None
+        stop = StopTracker(stop_ids, idx)
         cache = None
         for _ in range(max_new_tokens):
             if use_cache and cache is not None and cache[0][0].size(2) < block_size:
@@ -330,53 +332,6 @@ class GPT(LanguageModel):
                 generator=generator,
             )  # (B,)
             idx = torch.cat([idx, next_token[:, None]], dim=1)  # (B, T + 1)
-            if stop is not None and idx.size(1) - prompt_length >= len(stop):
-                finished |= (idx[:, -len(stop) :] == stop).all(dim=1)
-                if bool(finished.all()):
-                    break
+            if stop.update(idx):
+                break
         return idx
-
-    @torch.no_grad()
-    def sample(
-        self,
-        num_samples: int,
-        *,
-        generator: torch.Generator | None = None,
-        prompt: str = "\n",
-        max_new_tokens: int = 500,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        stop: str | None = None,
-        use_cache: bool = True,
-    ) -> list[str]:
-        """Return ``num_samples`` texts: the prompt, then up to ``max_new_tokens`` tokens.
-
-        Each text ends after the first ``stop`` string its generated part holds, if any.
-        A prompt longer than block_size conditions on its last block_size tokens.
-        """
-        if not prompt:
-            raise ConfigError("the GPT needs a prompt of at least one token (e.g. prompt='\\n')")
-        prompt_ids = self.tokenizer.encode(prompt)
-        idx = torch.tensor([prompt_ids] * num_samples, dtype=torch.long, device=self.device)
-        tokens = self.generate(
-            idx,
-            max_new_tokens,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            generator=generator,
-            use_cache=use_cache,
-            stop_ids=self._stop_ids(stop),
-        )
-        generated = tokens[:, len(prompt_ids) :].tolist()
-        return [prompt + truncate_at_stop(self.tokenizer.decode(row), stop) for row in generated]
-
-    def _stop_ids(self, stop: str | None) -> list[int] | None:
-        """Return the token ids of ``stop``; None when it is empty or outside the vocabulary."""
-        if not stop:
-            return None
-        try:
-            return self.tokenizer.encode(stop)
-        except ValueError:  # characters the model cannot produce: the stop can never occur
-            return None

@@ -32,7 +32,7 @@ from torch import nn
 
 from zoo.errors import ConfigError
 from zoo.metrics import bits_per_dim
-from zoo.models.base import GenerativeModule, class_labels
+from zoo.models.base import GenerativeModule
 from zoo.nn.distributions import (
     discretized_logistic_mixture_level_log_probs,
     discretized_logistic_mixture_log_prob,
@@ -40,6 +40,7 @@ from zoo.nn.distributions import (
     inverse_cdf_sample,
     levels_to_index,
 )
+from zoo.nn.schedules import COSINE_OVER_THE_RUN
 
 LIKELIHOODS = ("categorical", "discretized_logistic_mixture")
 
@@ -245,6 +246,8 @@ class PixelCNN(GenerativeModule):
     """A (class-conditional) Gated PixelCNN whose exact NLL is reported in bits/dim."""
 
     family = "pixelcnn"
+    compiled_networks = ("network",)
+    logged_metrics = ("loss", "bpd")
 
     def __init__(
         self,
@@ -257,15 +260,14 @@ class PixelCNN(GenerativeModule):
         num_mixtures: int = 5,
         conditional: bool = False,
         dropout: float = 0.0,
+        compile: bool = False,
         optimizer: dict[str, Any] | None = None,
-        scheduler: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = COSINE_OVER_THE_RUN,
         scheduler_interval: str = "epoch",
     ):
         optimizer = optimizer or {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}
         super().__init__(spec, optimizer, scheduler, scheduler_interval)
         self.save_hyperparameters()
-        if self.spec.modality != "image":
-            raise ConfigError("PixelCNN models images; choose an image data set (e.g. data=digits)")
         if likelihood not in LIKELIHOODS:
             raise ConfigError(
                 f"model.likelihood must be one of {', '.join(LIKELIHOODS)}; got {likelihood!r}"
@@ -284,11 +286,7 @@ class PixelCNN(GenerativeModule):
                 f"model.num_layers and model.num_mixtures must be at least 1, got {num_layers} "
                 f"and {num_mixtures}"
             )
-        if conditional and self.spec.num_classes < 1:
-            raise ConfigError(
-                "model.conditional=true needs labelled data (the data spec has no classes): "
-                "choose a labelled data set or set model.conditional=false"
-            )
+        self.num_classes = self.conditional_classes(conditional)
         self.num_levels = self.spec.num_levels
         self.num_dims = c * h * w
         self.params_per_channel = (
@@ -301,7 +299,7 @@ class PixelCNN(GenerativeModule):
             kernel_size=kernel_size,
             first_kernel_size=first_kernel_size,
             params_per_channel=self.params_per_channel,
-            num_classes=self.spec.num_classes if conditional else 0,
+            num_classes=self.num_classes,
             dropout=dropout,
         )
 
@@ -337,19 +335,9 @@ class PixelCNN(GenerativeModule):
 
     # Objective
 
-    def _labels(self, y: torch.Tensor) -> torch.Tensor | None:
-        if not self.hparams.conditional:
-            return None
-        if (y < 0).any():
-            raise ConfigError(
-                "model.conditional=true, but the batch holds unlabelled images (label -1): "
-                "train a conditional PixelCNN on labelled data or set model.conditional=false"
-            )
-        return y
-
     def _step(self, batch, stage: str) -> torch.Tensor:
         x, y = batch
-        nll = -self.log_likelihood(x, self(x, self._labels(y)))  # (B,) nats
+        nll = -self.log_likelihood(x, self(x, self.batch_labels(y)))  # (B,) nats
         loss = bits_per_dim(nll.mean(), self.num_dims)  # the exact NLL: loss and bpd agree
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True)
@@ -357,15 +345,6 @@ class PixelCNN(GenerativeModule):
         return loss
 
     # The shared sampling call
-
-    def sample_labels(self, num_samples: int, labels: Any = None) -> torch.Tensor | None:
-        """Return the class of each sample, (N,), or None for an unconditional model.
-
-        ``labels`` is one class or a list of them, repeated in turn to fill the N
-        samples; without labels a conditional model draws the classes in turn (0, 1, …).
-        """
-        num_classes = self.spec.num_classes if self.hparams.conditional else 0
-        return class_labels(labels, num_samples, num_classes, self.device)
 
     @torch.no_grad()
     def sample(
@@ -387,7 +366,7 @@ class PixelCNN(GenerativeModule):
         """
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
-        class_labels = self.sample_labels(num_samples, labels)
+        label_ids = self.sample_labels(labels, num_samples)
         c, h, w = self.spec.shape
         # One uniform per subpixel, drawn before anything else: both paths use the same ones.
         uniform = torch.rand(num_samples, c, h, w, generator=generator, device=self.device)
@@ -396,7 +375,7 @@ class PixelCNN(GenerativeModule):
         self.eval()  # dropout off: sampling is deterministic given the uniforms
         try:
             draw = self._draw_fast if fast else self._draw_naive
-            draw(x, uniform, class_labels, temperature)
+            draw(x, uniform, label_ids, temperature)
         finally:
             self.train(was_training)
         return x

@@ -18,21 +18,14 @@ from torch import nn
 from zoo.errors import ConfigError
 from zoo.metrics import bits_per_dim
 from zoo.models.base import GenerativeModule
-from zoo.nn.distributions import LOG_SCALE_MIN, discretized_logistic_log_prob, levels_to_index
-
-# Likelihood math: pure functions of (data, decoder output), checked against closed forms.
-# The discrete image likelihoods live in zoo.nn.distributions (PixelCNN uses them too).
-
-
-def gaussian_kl_to_standard_normal(mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
-    """Return KL(N(mean, exp(log_var)) || N(0, I)) summed over the last dimension."""
-    return 0.5 * (mean.pow(2) + log_var.exp() - 1.0 - log_var).sum(dim=-1)
-
-
-def gaussian_log_prob(z: torch.Tensor, mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
-    """Return log N(z; mean, exp(log_var)) summed over the last dimension."""
-    return -0.5 * (math.log(2 * math.pi) + log_var + (z - mean).pow(2) / log_var.exp()).sum(dim=-1)
-
+from zoo.nn.distributions import (
+    LOG_SCALE_MIN,
+    discretized_logistic_log_prob,
+    gaussian_kl_to_standard_normal,
+    gaussian_log_prob,
+    levels_to_index,
+)
+from zoo.nn.schedules import COSINE_OVER_THE_RUN
 
 # Networks
 
@@ -88,6 +81,8 @@ class VAE(GenerativeModule):
     """A β-VAE whose negative ELBO on discrete images is reported in bits/dim."""
 
     family = "vae"
+    compiled_networks = ("encoder", "decoder")
+    logged_metrics = ("loss", "bpd", "reconstruction_nats", "kl_nats")
 
     def __init__(
         self,
@@ -97,15 +92,14 @@ class VAE(GenerativeModule):
         likelihood: str = "discretized_logistic",
         beta: float = 1.0,
         iw_samples: int = 64,
+        compile: bool = False,
         optimizer: dict[str, Any] | None = None,
-        scheduler: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = COSINE_OVER_THE_RUN,
         scheduler_interval: str = "epoch",
     ):
-        optimizer = optimizer or {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}
+        optimizer = optimizer or {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 2e-3}
         super().__init__(spec, optimizer, scheduler, scheduler_interval)
         self.save_hyperparameters()
-        if self.spec.modality != "image":
-            raise ConfigError("the VAE models images; choose an image data set (e.g. data=digits)")
         if likelihood not in ("discretized_logistic", "categorical"):
             raise ConfigError(
                 f"likelihood must be 'discretized_logistic' or 'categorical', got {likelihood!r}"

@@ -53,3 +53,22 @@ def truncate_at_stop(generated: str, stop: str | None) -> str:
         return generated
     end = generated.find(stop)
     return generated if end < 0 else generated[: end + len(stop)]
+
+
+class StopTracker:
+    """Tracks which rows of a batch being generated have produced the stop tokens.
+
+    ``update(idx)`` after each new token (idx: (B, T)) returns True once every row has
+    produced ``stop_ids`` somewhere after the prompt, so generation can end early.
+    """
+
+    def __init__(self, stop_ids: list[int] | None, idx: torch.Tensor):
+        self.stop = torch.tensor(stop_ids, device=idx.device) if stop_ids else None
+        self.prompt_length = idx.size(1)
+        self.finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
+
+    def update(self, idx: torch.Tensor) -> bool:
+        if self.stop is None or idx.size(1) - self.prompt_length < len(self.stop):
+            return False
+        self.finished |= (idx[:, -len(self.stop) :] == self.stop).all(dim=1)
+        return bool(self.finished.all())

@@ -1,9 +1,9 @@
-"""Distributions over the discrete levels of image values, and drawing from them.
+"""Gaussians and distributions over the discrete levels of image values, and drawing from them.
 
-Shared by the image families with an exact discrete likelihood (the VAE's decoder,
-PixelCNN). Images hold values on ``num_levels`` evenly spaced levels in [-1, 1];
-every function here gives probabilities that sum to one over those levels, so the
-negative log-likelihoods they give are true code lengths, reported in bits/dim.
+Shared by the image families with a likelihood (the VAE's prior and decoder, PixelCNN,
+diffusion's variational bound). Images hold values on ``num_levels`` evenly spaced
+levels in [-1, 1]; every discrete distribution here sums to one over those levels, so
+the negative log-likelihoods it gives are true code lengths, reported in bits/dim.
 """
 
 from __future__ import annotations
@@ -14,6 +14,47 @@ import torch
 import torch.nn.functional as F
 
 LOG_SCALE_MIN = -7.0  # keeps the logistic's scale above ~1e-3, far below one level of 8-bit data
+
+
+# Gaussians (log densities and KL divergences in nats)
+
+
+def gaussian_log_prob(z: torch.Tensor, mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    """Return log N(z; mean, exp(log_var)) summed over the last dimension."""
+    return -0.5 * (math.log(2 * math.pi) + log_var + (z - mean).pow(2) / log_var.exp()).sum(dim=-1)
+
+
+def gaussian_kl(
+    mean_1: torch.Tensor, log_var_1: torch.Tensor, mean_2: torch.Tensor, log_var_2: torch.Tensor
+) -> torch.Tensor:
+    """Return KL(N(mean_1, e^log_var_1) ‖ N(mean_2, e^log_var_2)) elementwise, in nats."""
+    return 0.5 * (
+        log_var_2 - log_var_1 + (log_var_1.exp() + (mean_1 - mean_2) ** 2) / log_var_2.exp() - 1
+    )
+
+
+def gaussian_kl_to_standard_normal(mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    """Return KL(N(mean, exp(log_var)) ‖ N(0, I)) summed over the last dimension."""
+    zeros = torch.zeros_like(mean)
+    return gaussian_kl(mean, log_var, zeros, zeros).sum(dim=-1)
+
+
+def discretized_gaussian_log_prob(
+    x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor, num_levels: int
+) -> torch.Tensor:
+    """Return log P(x) elementwise for x on ``num_levels`` levels in [-1, 1] under a Gaussian
+    integrated over each level's bin (the end bins take the tails); DDPM's decoder L₀."""
+    half_bin = 1.0 / (num_levels - 1)
+    normal = torch.distributions.Normal(mean, log_scale.exp())
+    upper = normal.cdf(x + half_bin)
+    lower = normal.cdf(x - half_bin)
+    mass = torch.where(
+        x < -1 + half_bin, upper, torch.where(x > 1 - half_bin, 1 - lower, upper - lower)
+    )
+    return mass.clamp(min=1e-12).log()
+
+
+# Discrete levels of image values
 
 
 def levels_to_index(x: torch.Tensor, num_levels: int) -> torch.Tensor:

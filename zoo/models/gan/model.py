@@ -16,8 +16,9 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 
+from zoo import checkpoint_format as keys
 from zoo.errors import ConfigError, TrainingDivergedError
-from zoo.models.base import GenerativeModule, class_labels
+from zoo.models.base import GenerativeModule
 from zoo.models.gan.networks import (
     ARCHITECTURES,
     AUGMENTATIONS,
@@ -31,7 +32,8 @@ from zoo.models.gan.networks import (
     r1_penalty,
 )
 
-STEPS_KEY = "gan_steps"  # where the step counters live in a checkpoint
+# Adam with β = (0, 0.9), the SNGAN/StudioGAN setting, for each network.
+ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 2e-4, "betas": [0.0, 0.9]}
 
 
 def truncated_normal(
@@ -60,6 +62,8 @@ class GAN(GenerativeModule):
 
     family = "gan"
     ema_prefix = "generator."  # the EMA callback averages the generator only
+    compiled_networks = ("generator", "discriminator")
+    logged_metrics = ("d_loss", "g_loss", "d_real", "d_fake")
 
     def __init__(
         self,
@@ -74,18 +78,16 @@ class GAN(GenerativeModule):
         augment: str | list[str] = "",
         n_critic: int = 1,
         conditional: bool = False,
+        compile: bool = False,
         optimizer: dict[str, Any] | None = None,
-        discriminator_optimizer: dict[str, Any] | None = None,
+        discriminator_optimizer: dict[str, Any] | None = ADAM,
         scheduler: dict[str, Any] | None = None,
         scheduler_interval: str = "epoch",
     ):
-        adam = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 2e-4, "betas": [0.0, 0.9]}
-        optimizer = optimizer or adam
+        optimizer = optimizer or ADAM  # before save_hyperparameters, which records it
         super().__init__(spec, optimizer, scheduler, scheduler_interval)
         self.save_hyperparameters()
         self.automatic_optimization = False  # two optimizers, stepped in training_step
-        if self.spec.modality != "image":
-            raise ConfigError("the GAN models images; choose an image data set (e.g. data=digits)")
         if architecture not in ARCHITECTURES:
             raise ConfigError(
                 f"architecture must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}"
@@ -104,9 +106,7 @@ class GAN(GenerativeModule):
                 f"augment: unknown transform(s) {', '.join(unknown)}; "
                 f"use a comma list of {', '.join(AUGMENTATIONS)}"
             )
-        if conditional and not self.spec.num_classes:
-            raise ConfigError("conditional=true needs labelled data; this data set has none")
-        self.num_classes = self.spec.num_classes if conditional else 0
+        self.num_classes = self.conditional_classes(conditional)
         self.latent_dim = latent_dim
         shape = tuple(self.spec.shape)
         self.generator = Generator(shape, latent_dim, width, architecture, self.num_classes)
@@ -125,8 +125,7 @@ class GAN(GenerativeModule):
         optimizers = [make(self.generator.parameters()), make_d(self.discriminator.parameters())]
         if not self.hparams.scheduler:
             return optimizers
-        make_scheduler = instantiate(self.hparams.scheduler, _convert_="all")
-        return optimizers, [make_scheduler(optimizer) for optimizer in optimizers]
+        return optimizers, [self.make_scheduler(optimizer) for optimizer in optimizers]
 
     def _schedulers(self) -> list[Any]:
         schedulers = self.lr_schedulers()
@@ -171,12 +170,9 @@ class GAN(GenerativeModule):
         terms["loss"] = loss
         return terms
 
-    def _labels(self, labels: torch.Tensor) -> torch.Tensor | None:
-        return labels if self.num_classes else None
-
     def training_step(self, batch, batch_idx):
         real, labels = batch
-        labels = self._labels(labels)
+        labels = self.batch_labels(labels)
         opt_g, opt_d = self.optimizers()
         scheduler_g, scheduler_d = (self._schedulers() + [None, None])[:2]
         per_step = self.hparams.scheduler_interval == "step"
@@ -245,7 +241,7 @@ class GAN(GenerativeModule):
     def _step(self, batch, stage: str) -> torch.Tensor:
         """Logs the losses on held-out real images against fresh samples (no penalties)."""
         real, labels = batch
-        labels = self._labels(labels)
+        labels = self.batch_labels(labels)
         fake = self.generator(self.latents(real.shape[0]), labels)
         terms = self.discriminator_terms(real, fake, labels, penalties=False)
         g_loss = generator_loss(self.hparams.loss, self.critic(fake, labels))
@@ -267,11 +263,11 @@ class GAN(GenerativeModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
-        checkpoint[STEPS_KEY] = self.training_step_counts()
+        checkpoint[keys.GAN_STEPS] = self.training_step_counts()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
-        steps = checkpoint.get(STEPS_KEY, {})
+        steps = checkpoint.get(keys.GAN_STEPS, {})
         self.discriminator_steps = steps.get("discriminator", 0)
 
     # The shared sampling call
@@ -309,7 +305,7 @@ class GAN(GenerativeModule):
             if truncation
             else self.latents(count, generator)
         )
-        label_ids = class_labels(labels, rows, self.num_classes, self.device)
+        label_ids = self.sample_labels(labels, rows)
         if interpolate:
             t = torch.linspace(0, 1, interpolate, device=self.device)
             z = slerp(z[:rows], z[rows:], t).flatten(0, 1)  # (rows·S, D), row by row
