@@ -14,10 +14,9 @@ import time
 
 import torch
 from judge_digits import fit_judge, judge
-from omegaconf import OmegaConf
 
 from zoo.checkpoints import datamodule_from_checkpoint, load_checkpoint, model_from_checkpoint
-from zoo.evaluation import judge_images
+from zoo.evaluation import Evaluation
 
 SETTINGS = [("ddpm", None), ("ddim", 50), ("ddim", 20), ("dpm_solver", 20), ("dpm_solver", 10)]
 
@@ -35,8 +34,7 @@ def main() -> None:
     checkpoint = load_checkpoint(arguments.checkpoint)
     model = model_from_checkpoint(checkpoint)
     datamodule = datamodule_from_checkpoint(checkpoint)
-    evaluation = OmegaConf.to_container(OmegaConf.load("conf/evaluation/default.yaml"))
-    evaluation.update(classifier_ckpt=arguments.judge, cache_dir=".cache/zoo")
+    evaluation = Evaluation(classifier_ckpt=arguments.judge, cache_dir=".cache/zoo")
     svm, _, _ = fit_judge()
     print(f"torch threads: {torch.get_num_threads()}, {arguments.num_samples} samples each, seed 0")
     header = (
@@ -59,7 +57,7 @@ def main() -> None:
             ]
         )
         rate = arguments.num_samples / (time.perf_counter() - start)
-        scores = judge_images(images, datamodule, model.data_record, evaluation)
+        scores = evaluation.judge_images(images, datamodule, model.data_record)
         pixels = ((images.reshape(len(images), -1).numpy() + 1) / 2 * 16).clip(0, 16)
         svm_scores = judge(svm, pixels)
         shown_steps = steps or model.noise_schedule.num_steps

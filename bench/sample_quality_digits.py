@@ -12,12 +12,9 @@ python train.py experiment=classifier_digits.
 import argparse
 
 import torch
-from omegaconf import OmegaConf
 
 from zoo.data import DigitsDataModule
-from zoo.evaluation import judge_images
-
-EVALUATION = OmegaConf.to_container(OmegaConf.load("conf/evaluation/default.yaml"))
+from zoo.evaluation import Evaluation
 
 
 def per_pixel_gaussian(train: torch.Tensor, num_samples: int, seed: int = 0) -> torch.Tensor:
@@ -33,7 +30,7 @@ def main() -> None:
     parser.add_argument("samples", nargs="*")
     parser.add_argument("--judge", default="judges/digits.ckpt")
     arguments = parser.parse_args()
-    evaluation = {**EVALUATION, "classifier_ckpt": arguments.judge, "cache_dir": ".cache/zoo"}
+    evaluation = Evaluation(classifier_ckpt=arguments.judge, cache_dir=".cache/zoo")
     datamodule = DigitsDataModule()
     datamodule.setup("fit")
     train = torch.cat([batch[0] for batch in datamodule.train_dataloader()])
@@ -48,7 +45,7 @@ def main() -> None:
     print("| images | " + " | ".join(names) + " |")
     print("|---|" + "---|" * len(names))
     for label, images in candidates.items():
-        scores = judge_images(images, datamodule, record, evaluation)
+        scores = evaluation.judge_images(images, datamodule, record)
         print(f"| {label} | " + " | ".join(f"{scores[n]:.4g}" for n in names) + " |")
 
 

@@ -1,27 +1,30 @@
 """Judging an image family's samples: the judge classifier, cached real features, the metrics.
 
-``evaluate_samples`` is what train.py runs at the end of training and what
-``sample.py evaluate=true`` runs on a checkpoint: it draws samples through the
-shared sampling call, embeds them and held-out real images with the judge (a
-CNN classifier checkpoint of the same data set), and returns FID, KID,
-precision/recall, density/coverage and the judge's label statistics.
+:class:`Evaluation` is built from ``conf/evaluation/`` and is what train.py runs at the
+end of training, what ``sample.py evaluate=true`` runs on a checkpoint and what the
+sample-quality callback runs during training: it draws samples through the shared
+sampling call, embeds them and held-out real images with the judge (a CNN classifier
+checkpoint of the same data set, found at ``judges/<data set>.ckpt``), and returns FID,
+KID, precision/recall, density/coverage and the judge's label statistics.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
-import os
-import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from omegaconf import DictConfig, OmegaConf
 
+from zoo import checkpoint_format as keys
 from zoo.checkpoints import load_checkpoint, model_from_checkpoint
-from zoo.errors import ZooError
+from zoo.errors import ConfigError, ZooError
 from zoo.metrics.sample_quality import (
     frechet_distance,
     kernel_inception_distance,
@@ -30,14 +33,25 @@ from zoo.metrics.sample_quality import (
     precision_recall_density_coverage,
 )
 from zoo.models import GenerativeModule
+from zoo.models.base import draw_samples
+from zoo.outputs import save_tensor
 
 log = logging.getLogger("zoo")
 
 METRICS = ("fid", "kid", "precision_recall", "labels")
+SPLITS = ("train", "val", "test")
 
 
 class JudgeMissingError(ZooError, FileNotFoundError):
     """No classifier checkpoint to judge samples with."""
+
+
+def judge_path(judges_dir: str | Path, data_name: str) -> Path:
+    """Return where the judge of a data set lives: ``<judges_dir>/<data_name>.ckpt``.
+
+    The classifier presets export their judge there and evaluation reads it from there.
+    """
+    return Path(judges_dir) / f"{data_name}.ckpt"
 
 
 class Judge:
@@ -46,10 +60,11 @@ class Judge:
     def __init__(self, path: str | Path, device: torch.device | str = "cpu"):
         self.path = Path(path)
         checkpoint = load_checkpoint(self.path, map_location=device)
-        if checkpoint["zoo"]["family"] != "cnn_classifier":
+        family = checkpoint[keys.ZOO]["family"]
+        if family != "cnn_classifier":
             raise ZooError(
-                f"{self.path} is a {checkpoint['zoo']['family']} checkpoint; the judge must be a "
-                "cnn_classifier checkpoint (train one with experiment=classifier_<data set>)"
+                f"{self.path} is a {family} checkpoint; the judge must be a cnn_classifier "
+                "checkpoint (train one with experiment=classifier_<data set>)"
             )
         self.model = model_from_checkpoint(checkpoint).to(device)
         self.device = torch.device(device)
@@ -60,7 +75,8 @@ class Judge:
     def __call__(
         self, images: torch.Tensor, batch_size: int = 500
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return features (N, D) and class probabilities (N, K) of images (N, C, H, W)."""
+        """Return features (N, D) and class probabilities (N, K), float64 on the CPU, of images
+        (N, C, H, W) in [-1, 1]. Raises ZooError for images of another shape than the judge's."""
         expected = tuple(self.model.spec.shape)
         if tuple(images.shape[1:]) != expected:
             raise ZooError(
@@ -69,24 +85,10 @@ class Judge:
             )
         features, probabilities = [], []
         for batch in images.split(batch_size):
-            embedded = self.model.features(batch.to(self.device).float())
+            embedded, probs = self.model.embed(batch.to(self.device).float())
             features.append(embedded.double().cpu())
-            probabilities.append(self.model.head(embedded).softmax(dim=1).double().cpu())
+            probabilities.append(probs.double().cpu())
         return torch.cat(features), torch.cat(probabilities)
-
-
-def find_judge(evaluation: dict[str, Any], data_name: str) -> Path:
-    """Return the judge's checkpoint path; raise JudgeMissingError saying how to train one."""
-    path = Path(
-        evaluation.get("classifier_ckpt") or Path(evaluation["judges_dir"]) / f"{data_name}.ckpt"
-    )
-    if not path.is_file():
-        raise JudgeMissingError(
-            f"no classifier to judge samples of {data_name!r} at {path}: train one with "
-            f"`python train.py experiment=classifier_{data_name}` (it writes {path}), "
-            "or pass evaluation.classifier_ckpt=PATH"
-        )
-    return path
 
 
 def _split_loader(datamodule: L.LightningDataModule, split: str):
@@ -97,74 +99,151 @@ def _split_loader(datamodule: L.LightningDataModule, split: str):
     return datamodule.test_dataloader() if split == "test" else loaders[split]()
 
 
-def real_features(
-    judge: Judge,
-    datamodule: L.LightningDataModule,
-    data_record: dict[str, Any],
-    split: str,
-    cache_dir: str | Path,
-) -> torch.Tensor:
-    """Return the judge's features (N, D) of the real images of a split, cached on disk.
+def split_images(datamodule: L.LightningDataModule, split: str) -> torch.Tensor:
+    """Return every image (N, C, H, W) of a split of ``datamodule``."""
+    return torch.cat([batch[0] for batch in _split_loader(datamodule, split)])
 
-    The cache key covers the data set's config, the split and the judge's bytes,
-    so retraining the judge or changing the data (e.g. its image size) recomputes.
+
+@dataclass
+class Evaluation:
+    """How image samples are judged: which judge, against which real images, which metrics.
+
+    Built from ``conf/evaluation/default.yaml`` by :meth:`from_config`; every field is
+    documented there. Raises ConfigError for an unknown metric or split.
     """
-    description = json.dumps(
-        {"data": data_record, "split": split, "judge": judge.fingerprint}, sort_keys=True
-    )
-    key = hashlib.sha256(description.encode()).hexdigest()[:20]
-    path = Path(cache_dir) / "real_features" / f"{data_record['name']}-{split}-{key}.pt"
-    if path.is_file():
-        return torch.load(path, weights_only=True)
-    images = torch.cat([batch[0] for batch in _split_loader(datamodule, split)])
-    features, _ = judge(images)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    torch.save(features, temporary)
-    os.replace(temporary, path)
-    return features
 
+    enabled: bool = True
+    num_samples: int = 1000
+    reference_split: str = "test"
+    metrics: list[str] = field(default_factory=lambda: list(METRICS))
+    classifier_ckpt: str | None = None
+    judges_dir: str = "judges"
+    cache_dir: str = ".cache/zoo"
+    batch_size: int = 500
+    seed: int = 0
+    nearest_neighbours: int = 3
+    kid_subsets: int = 50
+    inception_weights: str | None = None
 
-@torch.no_grad()
-def generate(
-    model: GenerativeModule, num_samples: int, batch_size: int, seed: int
-) -> tuple[torch.Tensor, float]:
-    """Return ``num_samples`` images drawn in seeded batches, and images per second."""
-    generator = torch.Generator(device=model.device).manual_seed(seed)
-    start = time.perf_counter()
-    batches = []
-    for first in range(0, num_samples, batch_size):
-        batches.append(
-            model.sample(min(batch_size, num_samples - first), generator=generator).float().cpu()
+    def __post_init__(self):
+        unknown = sorted(set(self.metrics) - set(METRICS))
+        if unknown:
+            raise ConfigError(f"unknown evaluation.metrics {unknown}; choose from {list(METRICS)}")
+        if self.reference_split not in SPLITS:
+            raise ConfigError(
+                f"evaluation.reference_split must be one of {list(SPLITS)}, "
+                f"got {self.reference_split!r}"
+            )
+
+    @classmethod
+    def from_config(cls, config: DictConfig | dict[str, Any] | Evaluation | None) -> Evaluation:
+        """Return the evaluation described by a config node (or a plain dict) of its fields."""
+        if isinstance(config, Evaluation):
+            return config
+        if config is None:
+            return cls()
+        values = (
+            OmegaConf.to_container(config, resolve=True) if OmegaConf.is_config(config) else config
         )
-    elapsed = time.perf_counter() - start
-    return torch.cat(batches), num_samples / max(elapsed, 1e-9)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ConfigError(f"unknown evaluation option(s) {unknown}; known: {sorted(names)}")
+        return cls(**values)
 
+    def replace(self, **changes: Any) -> Evaluation:
+        """Return a copy with ``changes`` applied (e.g. other metrics for a callback)."""
+        return dataclasses.replace(self, **changes)
 
-def sample_metrics(
-    fake_images: torch.Tensor, real: torch.Tensor, judge: Judge, evaluation: dict[str, Any]
-) -> dict[str, float]:
-    """Return the requested metrics of generated images against real features."""
-    unknown = set(evaluation["metrics"]) - set(METRICS)
-    if unknown:
-        raise ZooError(f"unknown evaluation.metrics {sorted(unknown)}; choose from {list(METRICS)}")
-    fake, probabilities = judge(fake_images, evaluation["batch_size"])
-    generator = torch.Generator().manual_seed(evaluation["seed"])
-    results: dict[str, float] = {}
-    if "fid" in evaluation["metrics"]:
-        results["fid"] = frechet_distance(*mean_and_covariance(real), *mean_and_covariance(fake))
-    if "kid" in evaluation["metrics"]:
-        kid, kid_std = kernel_inception_distance(
-            real, fake, num_subsets=evaluation["kid_subsets"], generator=generator
+    # The judge and the real images ------------------------------------------------------
+
+    def find_judge(self, data_name: str) -> Path:
+        """Return the judge's checkpoint path; raise JudgeMissingError saying how to train one."""
+        path = Path(self.classifier_ckpt or judge_path(self.judges_dir, data_name))
+        if not path.is_file():
+            raise JudgeMissingError(
+                f"no classifier to judge samples of {data_name!r} at {path}: train one with "
+                f"`python train.py experiment=classifier_{data_name}` (it writes {path}), "
+                "or pass evaluation.classifier_ckpt=PATH"
+            )
+        return path
+
+    def load_judge(self, data_name: str, device: torch.device | str = "cpu") -> Judge:
+        """Return the judge of ``data_name`` on ``device`` (see :meth:`find_judge`)."""
+        return Judge(self.find_judge(data_name), device=device)
+
+    def real_features(
+        self, judge: Judge, datamodule: L.LightningDataModule, data_record: dict[str, Any]
+    ) -> torch.Tensor:
+        """Return the judge's features (N, D) of the reference split's real images, cached.
+
+        The cache key covers the data set's config, the split and the judge's bytes,
+        so retraining the judge or changing the data (e.g. its image size) recomputes.
+        """
+        split = self.reference_split
+        description = json.dumps(
+            {"data": data_record, "split": split, "judge": judge.fingerprint}, sort_keys=True
         )
-        results.update(kid=kid, kid_std=kid_std)
-    if "precision_recall" in evaluation["metrics"]:
-        results.update(
-            precision_recall_density_coverage(real, fake, k=evaluation["nearest_neighbours"])
+        key = hashlib.sha256(description.encode()).hexdigest()[:20]
+        path = Path(self.cache_dir) / "real_features" / f"{data_record['name']}-{split}-{key}.pt"
+        if path.is_file():
+            return torch.load(path, weights_only=True)
+        features, _ = judge(split_images(datamodule, split), self.batch_size)
+        save_tensor(features, path)
+        return features
+
+    # Scoring ----------------------------------------------------------------------------
+
+    def score(self, images: torch.Tensor, judge: Judge, real: torch.Tensor) -> dict[str, float]:
+        """Return the metrics of generated ``images`` (N, C, H, W) against real features (M, D)."""
+        fake, probabilities = judge(images, self.batch_size)
+        generator = torch.Generator().manual_seed(self.seed)
+        results: dict[str, float] = {}
+        if "fid" in self.metrics:
+            results["fid"] = frechet_distance(
+                *mean_and_covariance(real), *mean_and_covariance(fake)
+            )
+        if "kid" in self.metrics:
+            kid, kid_std = kernel_inception_distance(
+                real, fake, num_subsets=self.kid_subsets, generator=generator
+            )
+            results.update(kid=kid, kid_std=kid_std)
+        if "precision_recall" in self.metrics:
+            results.update(precision_recall_density_coverage(real, fake, k=self.nearest_neighbours))
+        if "labels" in self.metrics:
+            results.update(label_statistics(probabilities))
+        return results
+
+    def judge_images(
+        self,
+        images: torch.Tensor,
+        datamodule: L.LightningDataModule,
+        data_record: dict[str, Any],
+        device: torch.device | str = "cpu",
+    ) -> dict[str, float]:
+        """Return the sample-quality metrics of images against the data set's real images
+        (and the Inception FID when ``inception_weights`` is set).
+
+        Raises JudgeMissingError (saying how to train one) when there is no judge.
+        """
+        judge = self.load_judge(data_record["name"], device)
+        results = self.score(images, judge, self.real_features(judge, datamodule, data_record))
+        if self.inception_weights:
+            real_images = split_images(datamodule, self.reference_split)
+            results["inception_fid"] = inception_fid(images, real_images, self.inception_weights)
+        return results
+
+    def evaluate_model(
+        self, model: GenerativeModule, datamodule: L.LightningDataModule
+    ) -> dict[str, float]:
+        """Return the sample-quality metrics of ``num_samples`` fresh samples of ``model`` (drawn
+        with ``seed``), and the images per second it drew them at."""
+        images, seconds = draw_samples(
+            model, self.num_samples, seed=self.seed, batch_size=self.batch_size
         )
-    if "labels" in evaluation["metrics"]:
-        results.update(label_statistics(probabilities))
-    return results
+        results = self.judge_images(images, datamodule, model.data_record, model.device)
+        results["samples_per_second"] = self.num_samples / max(seconds, 1e-9)
+        return results
 
 
 def inception_fid(
@@ -197,41 +276,3 @@ def inception_fid(
             rgb = ((batch.float() + 1) / 2).clamp(0, 1)
             metric.update(rgb.expand(-1, 3, -1, -1) if rgb.shape[1] == 1 else rgb, real=real)
     return float(metric.compute())
-
-
-def judge_images(
-    fake_images: torch.Tensor,
-    datamodule: L.LightningDataModule,
-    data_record: dict[str, Any],
-    evaluation: dict[str, Any],
-    device: torch.device | str = "cpu",
-) -> dict[str, float]:
-    """Return the sample-quality metrics of images against the data set's real images.
-
-    Raises JudgeMissingError (saying how to train one) when there is no judge.
-    """
-    judge = Judge(find_judge(evaluation, data_record["name"]), device=device)
-    split = evaluation["reference_split"]
-    real = real_features(judge, datamodule, data_record, split, evaluation["cache_dir"])
-    results = sample_metrics(fake_images, real, judge, evaluation)
-    if evaluation.get("inception_weights"):
-        real_images = torch.cat([batch[0] for batch in _split_loader(datamodule, split)])
-        results["inception_fid"] = inception_fid(
-            fake_images, real_images, evaluation["inception_weights"]
-        )
-    return results
-
-
-def evaluate_model(
-    model: GenerativeModule,
-    datamodule: L.LightningDataModule,
-    data_record: dict[str, Any],
-    evaluation: dict[str, Any],
-) -> dict[str, float]:
-    """Return sample-quality metrics of ``evaluation.num_samples`` fresh samples, and images/s."""
-    fake_images, images_per_second = generate(
-        model, evaluation["num_samples"], evaluation["batch_size"], evaluation["seed"]
-    )
-    results = judge_images(fake_images, datamodule, data_record, evaluation, model.device)
-    results["samples_per_second"] = images_per_second
-    return results

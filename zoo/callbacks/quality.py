@@ -7,7 +7,11 @@ from typing import Any
 
 import lightning as L
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+
+from zoo.callbacks.cadence import epoch_is_due
+from zoo.evaluation import Evaluation, Judge, JudgeMissingError
+from zoo.models.base import draw_samples
 
 log = logging.getLogger("zoo")
 
@@ -25,64 +29,50 @@ class SampleQuality(L.Callback):
 
     def __init__(
         self,
-        evaluation: dict[str, Any] | DictConfig,
+        evaluation: dict[str, Any] | DictConfig | Evaluation,
         every_n_epochs: int = 10,
         num_samples: int = 500,
         metrics: tuple[str, ...] | list[str] = ("fid", "labels"),
     ):
-        if OmegaConf.is_config(evaluation):
-            evaluation = OmegaConf.to_container(evaluation, resolve=True)
-        self.evaluation = {**evaluation, "metrics": list(metrics)}
+        self.evaluation = Evaluation.from_config(evaluation).replace(
+            metrics=list(metrics), num_samples=num_samples
+        )
         self.every_n_epochs = every_n_epochs
-        self.num_samples = num_samples
-        self._judge = None
-        self._real = None
+        self._judge: Judge | None = None
+        self._real: torch.Tensor | None = None
         self._disabled = False
-
-    def _due(self, trainer: L.Trainer) -> bool:
-        epoch = trainer.current_epoch + 1
-        last = trainer.max_epochs is not None and epoch >= trainer.max_epochs
-        return epoch % self.every_n_epochs == 0 or last
 
     def _prepare(self, trainer: L.Trainer, pl_module) -> bool:
         """Load the judge and the real features once; False when there is no judge."""
-        from zoo.evaluation import Judge, JudgeMissingError, find_judge, real_features
-
         if self._judge is not None or self._disabled:
             return not self._disabled
         record = pl_module.data_record or {}
         try:
-            path = find_judge(self.evaluation, record.get("name", ""))
+            self._judge = self.evaluation.load_judge(record.get("name", ""), pl_module.device)
         except JudgeMissingError as error:
             log.warning("sample quality is not tracked during training: %s", error)
             self._disabled = True
             return False
-        self._judge = Judge(path, device=pl_module.device)
-        self._real = real_features(
-            self._judge,
-            trainer.datamodule,
-            record,
-            self.evaluation["reference_split"],
-            self.evaluation["cache_dir"],
-        )
+        self._real = self.evaluation.real_features(self._judge, trainer.datamodule, record)
         return True
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
-        if trainer.sanity_checking or not pl_module.generates or not self._due(trainer):
+        if not pl_module.generates or pl_module.spec.modality != "image":
             return
-        if pl_module.spec.modality != "image":
+        if not epoch_is_due(trainer, self.every_n_epochs):
             return
-        from zoo.evaluation import generate, sample_metrics
-
         # Judging must not move the run's random generators (building the judge initialises
         # its layers at random): a resumed run would otherwise draw other noise from here on.
         device = pl_module.device
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             if not self._prepare(trainer, pl_module):
                 return
-            images, _ = generate(
-                pl_module, self.num_samples, self.evaluation["batch_size"], self.evaluation["seed"]
+            images, _ = draw_samples(
+                pl_module,
+                self.evaluation.num_samples,
+                seed=self.evaluation.seed,
+                batch_size=self.evaluation.batch_size,
             )
-            metrics = sample_metrics(images, self._real, self._judge, self.evaluation)
+            metrics = self.evaluation.score(images, self._judge, self._real)
         for name, value in metrics.items():
             pl_module.log(f"val/{name}", float(value), on_epoch=True)

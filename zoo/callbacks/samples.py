@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -10,36 +9,10 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
-from torchvision.utils import make_grid, save_image
 
-MIN_DISPLAY_SIZE = 32  # tiny images (8×8 digits) are enlarged, pixel for pixel, to at least this
-
-
-def image_grid(images: torch.Tensor, nrow: int | None = None) -> torch.Tensor:
-    """Return a (C, H', W') grid in [0, 1] of images (N, C, H, W) in [-1, 1], enlarged if tiny."""
-    images = images.detach().float().cpu().clamp(-1, 1)
-    scale = math.ceil(MIN_DISPLAY_SIZE / images.shape[-1])
-    if scale > 1:
-        images = torch.nn.functional.interpolate(images, scale_factor=scale, mode="nearest")
-    nrow = nrow or max(1, math.ceil(math.sqrt(images.shape[0])))
-    return make_grid((images + 1) / 2, nrow=nrow, padding=2, pad_value=1.0)
-
-
-def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> Path:
-    """Return ``path`` after writing images (N, C, H, W) in [-1, 1] there as a PNG grid."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(image_grid(images, nrow), path)
-    return path
-
-
-def save_texts(texts: list[str], path: str | Path) -> Path:
-    """Return ``path`` after writing the texts there, separated by numbered rules."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    parts = [f"===== sample {i} =====\n{text}\n" for i, text in enumerate(texts)]
-    path.write_text("\n".join(parts), encoding="utf-8")
-    return path
+from zoo.callbacks.cadence import epoch_is_due
+from zoo.models.base import draw_samples
+from zoo.outputs import image_grid, save_image_grid, save_texts
 
 
 class SampleWriter(L.Callback):
@@ -68,12 +41,6 @@ class SampleWriter(L.Callback):
         self._reference_batch: torch.Tensor | None = None
         self.written: list[Path] = []
 
-    def _due(self, trainer) -> bool:
-        epoch = trainer.current_epoch + 1
-        # max_epochs is -1 (or None) when only max_steps bounds the run.
-        last_epoch = trainer.max_epochs not in (None, -1) and epoch >= trainer.max_epochs
-        return not trainer.sanity_checking and (epoch % self.every_n_epochs == 0 or last_epoch)
-
     def on_validation_batch_end(
         self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
     ):
@@ -82,10 +49,9 @@ class SampleWriter(L.Callback):
 
     @rank_zero_only
     def on_validation_epoch_end(self, trainer, pl_module):
-        if not self._due(trainer):
+        if not epoch_is_due(trainer, self.every_n_epochs):
             return
-        generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
-        samples = pl_module.sample(self.num_samples, generator=generator, **self.options)
+        samples, _ = draw_samples(pl_module, self.num_samples, seed=self.seed, **self.options)
         tag, step = f"epoch_{trainer.current_epoch:03d}", trainer.global_step
         if isinstance(samples, torch.Tensor):
             path = save_image_grid(samples, self.dirpath / f"{tag}.png")
