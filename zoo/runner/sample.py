@@ -1,0 +1,127 @@
+"""sample(cfg): a checkpoint in, samples (and optionally scores) out."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from zoo.checkpoints import datamodule_from_checkpoint, load_checkpoint, model_from_checkpoint
+from zoo.errors import ZooError
+from zoo.evaluation import Evaluation
+from zoo.models import FAMILIES, GenerativeModule
+from zoo.models.base import draw_samples
+from zoo.outputs import check_writable_dir, save_image_grid, save_tensor, save_texts, write_json
+from zoo.runner.build import resolve_device
+
+
+def sample_options() -> tuple[str, ...]:
+    """Return every family option sample.py forwards: the union of the families' own
+    ``sample`` keywords (``GenerativeModule.sample_options``), in table order."""
+    names = [name for cls in FAMILIES.values() for name in cls.sample_options()]
+    return tuple(dict.fromkeys(names))
+
+
+def _family_options(model: GenerativeModule, cfg: DictConfig) -> dict[str, Any]:
+    """Return the family options set in ``cfg``; raise ZooError for one the family does not take."""
+    accepted = model.sample_options()
+    options = {}
+    for name in sample_options():
+        value = cfg.get(name)
+        if value is None:
+            continue
+        if name not in accepted:
+            raise ZooError(
+                f"{name}= is not an option of the {model.family} family; "
+                f"it takes: {', '.join(accepted) or 'no options'}"
+            )
+        options[name] = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    if cfg.get("prompt_file"):
+        if "prompt" not in accepted:
+            raise ZooError(f"prompt_file= is not an option of the {model.family} family")
+        prompt_path = Path(cfg.prompt_file)
+        if not prompt_path.is_file():
+            raise ZooError(f"prompt_file={prompt_path} does not exist")
+        options["prompt"] = prompt_path.read_text(encoding="utf-8")
+    if "progress" in inspect.signature(model.sample).parameters:
+        options["progress"] = True  # long samplers show a progress bar
+    return options
+
+
+def sample(cfg: DictConfig) -> dict[str, Any]:
+    """Write samples from ``cfg.ckpt_path`` (scored too with ``evaluate``); return what was done."""
+    if OmegaConf.is_missing(cfg, "ckpt_path"):
+        raise ZooError(
+            "ckpt_path= is required: the .ckpt to sample from (train.py prints its path)"
+        )
+    if cfg.num_samples < 1:
+        raise ZooError(f"num_samples must be at least 1, got {cfg.num_samples}")
+    device = resolve_device(cfg.device)
+    checkpoint = load_checkpoint(cfg.ckpt_path, map_location=device)
+    output_dir = check_writable_dir(cfg.output_dir, "samples")
+    model = model_from_checkpoint(checkpoint, use_ema=cfg.use_ema, compile=cfg.compile).to(device)
+    options = _family_options(model, cfg)
+    result: dict[str, Any] = {"family": model.family}
+    images = None
+    if model.generates or not cfg.get("evaluate"):
+        drawn, seconds = draw_samples(
+            model, cfg.num_samples, seed=cfg.seed, batch_size=cfg.get("batch_size"), **options
+        )
+        if isinstance(drawn, torch.Tensor):
+            images = drawn
+            written = {
+                # an interpolation walks one row of the grid per pair of latents
+                "grid": str(
+                    save_image_grid(images, output_dir / "samples.png", nrow=cfg.get("interpolate"))
+                ),
+                "tensor": str(save_tensor(images, output_dir / "samples.pt")),
+            }
+            unit = "images"
+        else:
+            written = {"text": str(save_texts(drawn, output_dir / "samples.txt"))}
+            unit = "samples"
+        result.update(
+            num_samples=cfg.num_samples,
+            seconds=round(seconds, 3),
+            **{f"{unit}_per_second": round(cfg.num_samples / max(seconds, 1e-9), 2)},
+            **written,
+        )
+    if cfg.get("evaluate"):
+        metrics = _evaluate_checkpoint(model, checkpoint, images, cfg, device)
+        evaluation_path = write_json(
+            output_dir / "evaluation.json", {"checkpoint": str(cfg.ckpt_path), **metrics}
+        )
+        result.update(metrics, evaluation=str(evaluation_path))
+    return result
+
+
+def _evaluate_checkpoint(
+    model: GenerativeModule,
+    checkpoint: dict[str, Any],
+    images: torch.Tensor | None,
+    cfg: DictConfig,
+    device: torch.device,
+) -> dict[str, float]:
+    """Return the test metrics of a checkpoint on its own data set's test split, and, for images,
+    the sample-quality metrics of ``images``."""
+    datamodule = datamodule_from_checkpoint(checkpoint)
+    tester = L.Trainer(
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    metrics: dict[str, float] = {}
+    for row in tester.test(model, datamodule=datamodule, verbose=False):
+        metrics.update({name: float(value) for name, value in row.items()})
+    if images is not None:
+        evaluation = Evaluation.from_config(cfg.evaluation)
+        quality = evaluation.judge_images(images, datamodule, model.data_record, device)
+        metrics.update({f"test/{name}": value for name, value in quality.items()})
+    return metrics

@@ -1,0 +1,245 @@
+"""train(cfg): compose a run from its config, fit, test, evaluate, and record where it all went."""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from zoo.callbacks.pruning import OptunaPruning
+from zoo.checkpoints import load_checkpoint, model_from_checkpoint
+from zoo.errors import ZooError
+from zoo.evaluation import Evaluation, JudgeMissingError
+from zoo.outputs import write_json
+from zoo.runner.build import build_model, instantiate_group, instantiate_or_explain
+
+log = logging.getLogger("zoo")
+
+
+def _scalars(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
+    return {
+        name: float(value)
+        for name, value in sorted(metrics.items())
+        if name.startswith(prefix) and not name.endswith("_step")
+    }
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fit and test the configured model; return the value of ``cfg.monitor`` for sweeps."""
+    output_dir = Path(cfg.paths.output_dir)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    ckpt_path = checkpoint_to_resume(cfg, output_dir)
+
+    datamodule: L.LightningDataModule = instantiate_or_explain(cfg.data)
+    spec = datamodule.spec.to_dict()
+    model = build_model(cfg.model, spec)
+    model.data_record = {
+        "name": cfg.data_name,
+        "config": OmegaConf.to_container(cfg.data, resolve=True),
+    }
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    trial_number = OmegaConf.select(cfg, "optuna.trial_number")
+    if trial_number is not None:  # a trial of the zoo_optuna sweeper: report to its study
+        pruning = OptunaPruning.for_sweep_trial(trial_number, cfg.monitor)
+        callbacks += [pruning] if pruning else []
+    loggers = [
+        instantiate_or_explain(entry, **_wandb_resume(entry, output_dir))
+        for entry in (cfg.get("logger") or {}).values()
+        if entry is not None and "_target_" in entry
+    ]
+    trainer_cfg = cfg.trainer
+    if not model.automatic_optimization and trainer_cfg.get("strategy") in ("ddp", "ddp_spawn"):
+        # Networks stepped in turn (a GAN's discriminator, then its generator) leave the other
+        # network without gradients in each backward pass; DDP must be told to expect that.
+        strategy = f"{trainer_cfg.strategy}_find_unused_parameters_true"
+        trainer_cfg = OmegaConf.merge(trainer_cfg, {"strategy": strategy})
+    trainer: L.Trainer = instantiate_or_explain(
+        trainer_cfg, callbacks=callbacks, logger=loggers or False
+    )
+    _refuse_ddp_relaunch_in_local_sweep(trainer)
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    num_parameters = sum(p.numel() for p in model.parameters())
+    for logger in trainer.loggers:
+        logger.log_hyperparams({**resolved, "num_parameters": num_parameters})
+
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    train_time = time.perf_counter() - start
+    val_metrics = _scalars(trainer.callback_metrics, "val/")
+
+    checkpoint = (
+        trainer.checkpoint_callback
+        if isinstance(trainer.checkpoint_callback, ModelCheckpoint)
+        else None
+    )
+    best_path = checkpoint.best_model_path if checkpoint else ""
+    test_metrics: dict[str, float] = {}
+    if cfg.get("test"):
+        trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, weights_only=True)
+        test_metrics = _scalars(trainer.callback_metrics, "test/")
+    evaluation = Evaluation.from_config(cfg.get("evaluation"))
+    last_path = (
+        str(Path(checkpoint.dirpath) / "last.ckpt") if checkpoint and checkpoint.save_last else ""
+    )
+    if evaluation.enabled and trainer.is_global_zero and (best_path or last_path):
+        sample_quality = _evaluate_after_training(
+            best_path or last_path, datamodule, evaluation, trainer
+        )
+        test_metrics.update(sample_quality)
+
+    results = {
+        "name": cfg.name,
+        "family": model.family,
+        "data": cfg.data_name,
+        "seed": cfg.get("seed"),
+        "monitor": cfg.monitor,
+        "best_score": float(checkpoint.best_model_score)
+        if checkpoint and checkpoint.best_model_score is not None
+        else None,
+        "val": val_metrics,
+        "test": test_metrics,
+        "checkpoints": {"last": last_path or None, "best": best_path or None},
+        "num_parameters": num_parameters,
+        "global_step": trainer.global_step,
+        "epochs": trainer.current_epoch,
+        "train_time_s": round(train_time, 2),
+        "output_dir": str(output_dir),
+    }
+    if trainer.is_global_zero:
+        write_json(output_dir / "results.json", results)
+        _report(results, output_dir)
+
+    value = val_metrics.get(cfg.monitor, results["best_score"])
+    return value if value is None or math.isfinite(value) else float("nan")
+
+
+def checkpoint_to_resume(cfg: DictConfig, output_dir: Path) -> str | None:
+    """Return the checkpoint that fit() resumes from, or None for a fresh start.
+
+    ``ckpt_path`` when given. Otherwise, with ``resume: auto``, the newest checkpoint
+    already in this run's folder: a cluster job that was preempted or timed out is
+    requeued into the same folder, where it finds Lightning's ``hpc_ckpt_N.ckpt`` (saved
+    when SLURM signalled the end) or ``checkpoints/last.ckpt``.
+    """
+    if cfg.get("ckpt_path"):
+        if not Path(cfg.ckpt_path).is_file():
+            raise ZooError(
+                f"ckpt_path={cfg.ckpt_path} does not exist: pass the path of a .ckpt to resume from"
+            )
+        return str(cfg.ckpt_path)
+    resume = cfg.get("resume", "auto")
+    if resume not in ("auto", "never"):
+        raise ZooError(f"resume={resume} is not an option: use auto or never")
+    if resume == "never":
+        return None
+    found = [*output_dir.glob("hpc_ckpt_*.ckpt"), output_dir / "checkpoints" / "last.ckpt"]
+    found = [path for path in found if path.is_file()]
+    if not found:
+        return None
+    newest = max(found, key=lambda path: path.stat().st_mtime)
+    log.info("resuming from %s, already in this run's folder (resume=auto)", newest)
+    return str(newest)
+
+
+def _wandb_resume(logger: DictConfig, output_dir: Path) -> dict[str, Any]:
+    """Return ``id=`` for a wandb logger whose config sets none: an id kept in
+    ``<run>/wandb_id``, so that a requeued or resumed job logs to the same wandb run.
+
+    Rank 0 writes the file; other ranks (whose loggers stay silent) only read it.
+    """
+    if not str(logger.get("_target_", "")).endswith("WandbLogger") or logger.get("id"):
+        return {}
+    from lightning.pytorch.utilities import rank_zero_only
+
+    path = output_dir / "wandb_id"
+    if not path.is_file() and rank_zero_only.rank == 0:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(4) + "\n")
+    return {"id": path.read_text().strip()} if path.is_file() else {}
+
+
+def _refuse_ddp_relaunch_in_local_sweep(trainer: L.Trainer) -> None:
+    """Raises ZooError where DDP would re-launch train.py from a job of a local sweep.
+
+    Lightning starts the extra ranks by running the script again with the parent's
+    command line (sys.argv); in a job of ``-m`` that command is the whole sweep. On a
+    cluster the scheduler starts every rank itself, and ddp_spawn forks instead.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from lightning.pytorch.strategies.launchers.subprocess_script import (
+        _SubprocessScriptLauncher,
+    )
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    launcher = trainer.strategy.launcher
+    if (
+        isinstance(launcher, _SubprocessScriptLauncher)
+        and trainer.num_devices > 1
+        and not launcher.cluster_environment.creates_processes_externally
+    ):
+        raise ZooError(
+            "trainer=ddp cannot run inside a local sweep: Lightning would start its extra "
+            "processes with the sweep's own command line. Sweep on a cluster "
+            "(hydra/launcher=slurm, one task per device), or use trainer.strategy=ddp_spawn"
+        )
+
+
+def _evaluate_after_training(
+    checkpoint_path: str,
+    datamodule: L.LightningDataModule,
+    evaluation: Evaluation,
+    trainer: L.Trainer,
+) -> dict[str, float]:
+    """Return the sample-quality metrics (``test/fid``, …) of a checkpoint, logged to the loggers.
+
+    The model is rebuilt from the checkpoint exactly as sample.py does (EMA
+    weights when kept), so the figures describe what a user samples. Image
+    families only; without a judge, logs how to train one and returns nothing.
+    """
+    checkpoint = load_checkpoint(checkpoint_path, map_location=trainer.strategy.root_device)
+    model = model_from_checkpoint(checkpoint).to(trainer.strategy.root_device)
+    if model.spec.modality != "image" or not model.generates:
+        return {}
+    try:
+        metrics = evaluation.evaluate_model(model, datamodule)
+    except JudgeMissingError as error:
+        log.warning("sample-quality metrics skipped: %s", error)
+        return {}
+    metrics = {f"test/{name}": float(value) for name, value in metrics.items()}
+    for logger in trainer.loggers:
+        logger.log_metrics(metrics, step=trainer.global_step)
+        logger.save()
+    return metrics
+
+
+def _report(results: dict[str, Any], output_dir: Path) -> None:
+    """Logs where every output of the run is."""
+    lines = [f"run finished in {results['train_time_s']:.0f} s: {output_dir}"]
+    for kind in ("last", "best"):
+        if results["checkpoints"][kind]:
+            lines.append(f"  {kind + ' checkpoint':<16}{results['checkpoints'][kind]}")
+    for name, path in [
+        ("samples", output_dir / "samples"),
+        ("metrics CSV", output_dir / "csv" / "metrics.csv"),
+        ("curves", output_dir / "curves.png"),
+        ("config", output_dir / ".hydra" / "config.yaml"),
+        ("results", output_dir / "results.json"),
+    ]:
+        if path.exists():
+            lines.append(f"  {name:<16}{path}")
+    for stage in ("val", "test"):
+        if results[stage]:
+            figures = ", ".join(f"{k}={v:.4g}" for k, v in results[stage].items())
+            lines.append(f"  {stage + ' metrics':<16}{figures}")
+    log.info("\n".join(lines))
