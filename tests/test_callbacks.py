@@ -12,12 +12,13 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from zoo.callbacks import EMA, CurvePlotter, SampleWriter
-from zoo.callbacks.ema import EMA_KEY
+from zoo.callbacks import EMA, CurvePlotter, SampleQuality, SampleWriter
+from zoo.callbacks.cadence import epoch_is_due
 from zoo.callbacks.plot import plot_curves
-from zoo.callbacks.samples import image_grid, save_image_grid, save_texts
+from zoo.checkpoint_format import EMA as EMA_KEY
 from zoo.data.spec import DataSpec
 from zoo.models import VAE
+from zoo.outputs import image_grid, save_image_grid, save_texts
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -420,6 +421,7 @@ def writer_trainer(epoch: int, max_epochs: int, sanity_checking: bool = False):
     return SimpleNamespace(
         current_epoch=epoch,
         max_epochs=max_epochs,
+        max_steps=-1,
         sanity_checking=sanity_checking,
         global_step=10 * epoch,
         loggers=[],
@@ -502,17 +504,50 @@ def test_ema_updates_once_per_optimizer_step_under_gradient_accumulation():
     assert ema.ema_weights["weight"].item() == pytest.approx(1 - 0.9**2)
 
 
-def test_sample_writer_respects_every_n_epochs_when_only_max_steps_bounds_the_run():
-    writer = SampleWriter(dirpath="unused", every_n_epochs=5)
-    due = [
-        writer._due(SimpleNamespace(current_epoch=epoch, max_epochs=-1, sanity_checking=False))
-        for epoch in range(10)
-    ]
-    assert due == [False, False, False, False, True, False, False, False, False, True]
+def loop_at(epoch: int, max_epochs=-1, max_steps=-1, steps_per_epoch=10) -> SimpleNamespace:
+    """A trainer at the end of epoch index ``epoch``, as the periodic callbacks see it."""
+    return SimpleNamespace(
+        current_epoch=epoch,
+        max_epochs=max_epochs,
+        max_steps=max_steps,
+        global_step=steps_per_epoch * (epoch + 1),
+        sanity_checking=False,
+    )
+
+
+EVERY_FIFTH = [False, False, False, False, True, False, False, False, False, True]
+
+
+@pytest.mark.parametrize("max_epochs", [-1, None])
+def test_a_run_bounded_only_by_steps_is_due_every_n_epochs_not_every_epoch(max_epochs):
+    due = [epoch_is_due(loop_at(epoch, max_epochs=max_epochs), 5) for epoch in range(10)]
+    assert due == EVERY_FIFTH
+
+
+def test_the_epoch_that_reaches_max_steps_is_due_as_the_last_one():
+    assert not epoch_is_due(loop_at(1, max_steps=30), 5)  # 20 steps done
+    assert epoch_is_due(loop_at(2, max_steps=30), 5)  # 30 steps: the run ends here
+
+
+def test_sample_quality_and_sample_writer_follow_the_same_cadence(tmp_path, monkeypatch):
+    quality = SampleQuality({}, every_n_epochs=5)
+    judged = []
+    monkeypatch.setattr(quality, "_prepare", lambda trainer, module: judged.append(1) and False)
+    module = SimpleNamespace(
+        generates=True, spec=SimpleNamespace(modality="image"), device=torch.device("cpu")
+    )
+    writer = SampleWriter(tmp_path, every_n_epochs=5, num_samples=1)
+    for epoch in range(10):
+        quality.on_validation_epoch_end(loop_at(epoch), module)
+        writer.on_validation_epoch_end(
+            SimpleNamespace(**vars(loop_at(epoch)), loggers=[]), TextSampler()
+        )
+    assert len(judged) == 2  # after the 5th and the 10th epoch, not after every one
+    assert writer.written == [tmp_path / "epoch_004.txt", tmp_path / "epoch_009.txt"]
 
 
 def test_atomic_checkpoint_io_keeps_the_old_file_when_a_save_fails(tmp_path, monkeypatch):
-    from zoo.callbacks import AtomicCheckpointIO
+    from zoo.outputs import AtomicCheckpointIO
 
     path = tmp_path / "last.ckpt"
     io = AtomicCheckpointIO()

@@ -5,21 +5,13 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TEXT, text_spec
 
 from zoo.data.spec import DataSpec
 from zoo.data.tokenizers import CharTokenizer, tokenizer_from_state
 from zoo.metrics import bits_per_dim, perplexity
 from zoo.models import CharRNN
 from zoo.nn.decoding import sample_from_logits, truncate_at_stop
-
-TEXT = "ROMEO:\nBut soft, what light through yonder window breaks?\n\n"
-
-
-def text_spec(text: str = TEXT) -> dict:
-    tokenizer = CharTokenizer.from_text(text)
-    return DataSpec(
-        modality="text", vocab_size=tokenizer.vocab_size, tokenizer=tokenizer.state_dict()
-    ).to_dict()
 
 
 def test_char_tokenizer_round_trips_text_through_its_plain_state():

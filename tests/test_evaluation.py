@@ -9,12 +9,12 @@ import pytest
 import scipy.linalg
 import torch
 import torch.nn.functional as F
+from conftest import run_script, train_run
 from PIL import Image
-from test_train_sample import run_script, train_run
 
 import zoo
 from zoo.data import DigitsDataModule
-from zoo.evaluation import Judge, JudgeMissingError, find_judge, real_features
+from zoo.evaluation import Evaluation, Judge, JudgeMissingError
 from zoo.leaderboard import collect_runs, sort_runs, write_leaderboard
 from zoo.metrics.sample_quality import (
     frechet_distance,
@@ -169,8 +169,8 @@ def test_real_features_are_cached_per_judge_and_recomputed_when_it_changes(tmp_p
     judge_path = tmp_path / "digits.ckpt"
     save_judge(judge_path, seed=0)
     record = {"name": "digits", "config": {"_target_": "zoo.data.DigitsDataModule"}}
-    judge = Judge(judge_path)
-    first = real_features(judge, DigitsDataModule(), record, "test", tmp_path / "cache")
+    evaluation = Evaluation(cache_dir=str(tmp_path / "cache"))
+    first = evaluation.real_features(Judge(judge_path), DigitsDataModule(), record)
     assert first.shape == (180, 16)
 
     def must_not_run(*args, **kwargs):
@@ -178,22 +178,20 @@ def test_real_features_are_cached_per_judge_and_recomputed_when_it_changes(tmp_p
 
     monkeypatch.setattr(Judge, "__call__", must_not_run)
     assert torch.equal(
-        real_features(Judge(judge_path), DigitsDataModule(), record, "test", tmp_path / "cache"),
+        evaluation.real_features(Judge(judge_path), DigitsDataModule(), record),
         first,
     )
     monkeypatch.undo()
 
     save_judge(judge_path, seed=1)  # retrained judge: same path, other weights
-    second = real_features(
-        Judge(judge_path), DigitsDataModule(), record, "test", tmp_path / "cache"
-    )
+    second = evaluation.real_features(Judge(judge_path), DigitsDataModule(), record)
     assert not torch.equal(first, second)
     assert len(list((tmp_path / "cache" / "real_features").glob("*.pt"))) == 2
 
 
 def test_a_missing_judge_says_how_to_train_one(tmp_path):
     with pytest.raises(JudgeMissingError, match="python train.py experiment=classifier_digits"):
-        find_judge({"classifier_ckpt": None, "judges_dir": str(tmp_path)}, "digits")
+        Evaluation(judges_dir=str(tmp_path)).find_judge("digits")
 
 
 def test_the_judge_refuses_images_of_another_shape(tmp_path):
@@ -209,7 +207,13 @@ def test_the_judge_refuses_images_of_another_shape(tmp_path):
 def evaluated_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     shared = [f"paths.judges_dir={root / 'judges'}", f"paths.cache_dir={root / 'cache'}"]
-    train_run(root / "judge", "experiment=classifier_digits", "debug=smoke", *shared)
+    # A short classifier run (debug presets never publish a judge): its test accuracy decides.
+    one_batch = [
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=1",
+        "trainer.limit_val_batches=1",
+    ]
+    train_run(root / "judge", "experiment=classifier_digits", *one_batch, *shared)
     vae_overrides = ["debug=smoke", "evaluation.num_samples=100", *shared]
     train_run(root / "vae_a", *vae_overrides)
     train_run(root / "vae_b", *vae_overrides, "model.latent_dim=4", "seed=7")

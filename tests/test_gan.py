@@ -8,8 +8,8 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from conftest import SMOKE, run_script, train_run
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from test_train_sample import SMOKE, run_script, train_run
 
 from zoo.callbacks import EMA
 from zoo.checkpoints import load_checkpoint

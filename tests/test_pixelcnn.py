@@ -206,7 +206,7 @@ def test_conditional_samples_depend_on_the_label():
     assert torch.equal(threes, draw([3, 3, 3, 3]))  # one label fills every sample
     mixed = draw([3, 5])  # a list repeats in turn: 3, 5, 3, 5
     assert torch.equal(mixed[0::2], threes[0::2]) and torch.equal(mixed[1::2], fives[1::2])
-    assert model.sample_labels(12).tolist() == list(range(10)) + [0, 1]  # unlabelled: in turn
+    assert model.sample_labels(None, 12).tolist() == list(range(10)) + [0, 1]  # unlabelled: in turn
 
 
 def test_labels_are_refused_by_an_unconditional_model_and_must_be_classes():
@@ -254,7 +254,7 @@ def test_lightning_training_on_one_batch_lowers_the_bits_per_dim():
 
 @pytest.mark.slow  # the real train.py and sample.py, each in its own process
 def test_train_and_sample_scripts_end_to_end(tmp_path):
-    from test_train_sample import run_script, train_run
+    from conftest import run_script, train_run
 
     results = train_run(
         tmp_path / "run",

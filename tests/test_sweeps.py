@@ -15,6 +15,7 @@ import optuna
 import pytest
 import torch
 import yaml
+from conftest import ROOT
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -22,11 +23,11 @@ from omegaconf import OmegaConf, open_dict
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 from PIL import Image
-from test_train_sample import ROOT
 
 from hydra_plugins.zoo_optuna_sweeper.optuna_sweeper import parameter
 from zoo.callbacks import OptunaPruning
-from zoo.runner import _wandb_resume, checkpoint_to_resume, train
+from zoo.runner import checkpoint_to_resume, train
+from zoo.runner.train import _wandb_resume
 
 # One batch of train and val; no test pass, evaluation, sample grids or plots: a job of ~2 s.
 QUICK = [
@@ -329,7 +330,7 @@ def test_ddp_on_two_cpu_processes_matches_one_process_with_the_same_global_batch
 def test_a_job_started_again_in_its_run_folder_resumes_from_its_last_checkpoint(tmp_path):
     # What a requeued cluster job does: the same job, in the same run folder (resume=auto).
     # (the cosine schedule spans the whole job, as it does for a requeued job's own config)
-    cosine = "model.scheduler.T_max=2"
+    cosine = "model.scheduler.total_steps=2"
     train_in_process(tmp_path / "job", *QUICK, "trainer.max_epochs=1", cosine)
     train_in_process(tmp_path / "job", *QUICK, "trainer.max_epochs=2", cosine)
     results = json.loads((tmp_path / "job" / "results.json").read_text())

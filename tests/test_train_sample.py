@@ -1,45 +1,18 @@
 """train.py → checkpoint → sample.py, run as a user runs them: the real scripts in subprocesses."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT, SMOKE, run_script, train_run
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from zoo.errors import ZooError
 from zoo.runner import sample
-
-ROOT = Path(__file__).resolve().parents[1]
-SMOKE = ["debug=smoke", "trainer.accelerator=cpu"]
-
-
-def run_script(script: str, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Return the finished process of ``python script overrides…`` run from the repository root."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_SILENT": "true", "WANDB_MODE": "offline"}
-    process = subprocess.run(
-        [sys.executable, script, *overrides],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if check and process.returncode != 0:
-        raise AssertionError(
-            f"{script} failed:\n{process.stdout[-3000:]}\n{process.stderr[-3000:]}"
-        )
-    return process
-
-
-def train_run(run_dir: Path, *overrides: str) -> dict:
-    """Return results.json of a train.py run written to ``run_dir``."""
-    run_script("train.py", *overrides, f"hydra.run.dir={run_dir}")
-    return json.loads((run_dir / "results.json").read_text())
 
 
 @pytest.fixture(scope="module")

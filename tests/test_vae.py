@@ -7,7 +7,7 @@ import torch
 
 from zoo.data.spec import DataSpec
 from zoo.models import VAE
-from zoo.models.vae import (
+from zoo.nn.distributions import (
     discretized_logistic_log_prob,
     gaussian_kl_to_standard_normal,
     levels_to_index,
