@@ -7,7 +7,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from zoo.errors import ZooError
+from zoo.errors import RunInterrupted, ZooError
 from zoo.resolvers import register_resolvers
 
 register_resolvers()  # before Hydra composes: run folders use ${run_id:} and ${choice:...}
@@ -24,7 +24,8 @@ def main(cfg: DictConfig) -> float | None:
     except ZooError as error:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # the job fails; the sweeper records it (Optuna goes on, a grid stops)
-        sys.exit(f"train.py: {error}")
+        print(f"train.py: {error}", file=sys.stderr)
+        sys.exit(143 if isinstance(error, RunInterrupted) else 1)  # 143: 128 + SIGTERM
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ LAYERS = [
     {"zoo.runner"},
     {"zoo.callbacks"},
     {"zoo.evaluation", "zoo.leaderboard", "zoo.sweeps"},
-    {"zoo.checkpoints"},
+    {"zoo.checkpoints", "zoo.loggers"},
     {"zoo.models"},
     {"zoo.nn", "zoo.data", "zoo.metrics"},
     {
@@ -37,7 +37,6 @@ LAYERS = [
         "zoo.errors",
         "zoo.rng",
         "zoo.resolvers",
-        "zoo.loggers",
         "zoo",
     },
 ]

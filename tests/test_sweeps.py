@@ -26,7 +26,7 @@ from PIL import Image
 
 from hydra_plugins.zoo_optuna_sweeper.optuna_sweeper import parameter
 from zoo.callbacks import OptunaPruning
-from zoo.runner import checkpoint_to_resume, train
+from zoo.runner import train
 from zoo.runner.train import _wandb_resume
 
 # One batch of train and val; no test pass, evaluation, sample grids or plots: a job of ~2 s.
@@ -341,22 +341,6 @@ def test_a_job_started_again_in_its_run_folder_resumes_from_its_last_checkpoint(
     whole = (tmp_path / "whole" / "csv" / "metrics.csv").read_text()
     assert {row["epoch"] for row in csv.DictReader(io.StringIO(resumed))} >= {"0", "1"}
     assert resumed == whole
-
-
-def test_resume_auto_picks_the_newest_checkpoint_of_the_run_folder(tmp_path):
-    cfg = OmegaConf.create({"ckpt_path": None, "resume": "auto"})
-    assert checkpoint_to_resume(cfg, tmp_path) is None
-    last = tmp_path / "checkpoints" / "last.ckpt"
-    last.parent.mkdir()
-    last.write_bytes(b"")
-    os.utime(last, (1, 1))
-    assert checkpoint_to_resume(cfg, tmp_path) == str(last)
-    # Lightning's SLURM handler saved this one when the job was told to stop: newer.
-    (tmp_path / "hpc_ckpt_1.ckpt").write_bytes(b"")
-    assert checkpoint_to_resume(cfg, tmp_path) == str(tmp_path / "hpc_ckpt_1.ckpt")
-    assert checkpoint_to_resume(OmegaConf.create({"resume": "never"}), tmp_path) is None
-    explicit = OmegaConf.create({"ckpt_path": str(last), "resume": "auto"})
-    assert checkpoint_to_resume(explicit, tmp_path) == str(last)
 
 
 def test_wandb_logger_gets_one_run_id_kept_in_the_run_folder(tmp_path):

@@ -92,3 +92,15 @@ def datamodule_from_checkpoint(
             f"the checkpoint names {target!r} as its data module, which is not one of zoo's"
         )
     return cls(**{**values, **overrides})
+
+
+def check_finite_weights(checkpoint: dict[str, Any], path: str | Path) -> None:
+    """Raises ZooError when a checkpoint's weights (live or averaged) hold NaN or infinity,
+    naming the first such tensor: such a model only draws NaN."""
+    for key in (keys.STATE_DICT, keys.EMA):
+        for name, tensor in (checkpoint.get(key) or {}).items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise ZooError(
+                    f"{path} holds non-finite weights ({name} under {key!r}): the run diverged "
+                    "before it was saved. Sample from an earlier checkpoint of the run"
+                )

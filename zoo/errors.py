@@ -20,3 +20,8 @@ class DownloadError(ZooError, ConnectionError):
 
 class TrainingDivergedError(ZooError, FloatingPointError):
     """A loss became NaN or infinite; the checkpoints on disk are the last good ones."""
+
+
+class RunInterrupted(ZooError):
+    """A run stopped by SIGTERM (a scheduler's preemption, ``kill``) after saving a checkpoint
+    to resume from; train.py exits with status 143 (128 + SIGTERM)."""

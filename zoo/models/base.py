@@ -47,6 +47,7 @@ a ``conf/experiment/<family>_<data>.yaml`` and a ``tests/test_<family>.py``.
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 import time
 from functools import partial
@@ -61,10 +62,12 @@ import zoo
 from zoo import checkpoint_format as keys
 from zoo.data.spec import DataSpec
 from zoo.data.tokenizers import tokenizer_from_state
-from zoo.errors import ConfigError
+from zoo.errors import ConfigError, TrainingDivergedError
 from zoo.metrics import perplexity
 from zoo.nn.decoding import truncate_at_stop
 from zoo.rng import restore_rng_states, rng_states
+
+log = logging.getLogger("zoo")
 
 EXAMPLE_DATA = {"image": "data=digits", "text": "data=shakespeare"}
 
@@ -131,6 +134,7 @@ class GenerativeModule(L.LightningModule):
         # evaluation can rebuild the data the model was trained on. Set by the runner.
         self.data_record: dict[str, Any] | None = None
         self._rng_to_restore: dict[str, Any] | None = None  # set when resuming
+        self._resumed_hyper_parameters: dict[str, Any] | None = None  # likewise
         self._compiled = False
 
     # Classes ----------------------------------------------------------------------
@@ -255,7 +259,40 @@ class GenerativeModule(L.LightningModule):
         raise NotImplementedError(f"{type(self).__name__} does not implement _step()")
 
     def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
+        loss = self._step(batch, "train")
+        self.stop_if_diverged({"loss": loss})
+        return loss
+
+    def stop_if_diverged(
+        self,
+        losses: dict[str, torch.Tensor],
+        where: str | None = None,
+        advice: str = "Lower the learning rate (model.optimizer.lr) or clip gradients "
+        "(trainer.gradient_clip_val=1.0)",
+    ) -> None:
+        """Raises TrainingDivergedError when a training loss is NaN or infinite.
+
+        Called before the backward pass, so no non-finite update is made and nothing
+        non-finite is saved: the checkpoints on disk are the last good ones, and the
+        message names the newest. One device sync per step.
+        """
+        if bool(torch.isfinite(torch.stack([loss.detach() for loss in losses.values()])).all()):
+            return
+        bad = {name: float(value) for name, value in losses.items() if not torch.isfinite(value)}
+        checkpoint = getattr(self.trainer, "checkpoint_callback", None)
+        last = getattr(checkpoint, "last_model_path", "") or getattr(
+            checkpoint, "best_model_path", ""
+        )
+        kept = (
+            f"the last good checkpoint is {last} (resume with ckpt_path={last})"
+            if last
+            else "no checkpoint had been written yet"
+        )
+        found = ", ".join(f"{name}={value}" for name, value in bad.items())
+        raise TrainingDivergedError(
+            f"the {self.family} model diverged at {where or f'step {self.global_step}'} "
+            f"({found}); {kept}. {advice}"
+        )
 
     def validation_step(self, batch, batch_idx):
         self._step(batch, "val")
@@ -300,11 +337,46 @@ class GenerativeModule(L.LightningModule):
         # noise: the next epoch's data order, noise and augmentations are then the ones
         # the interrupted run would have drawn.
         self._rng_to_restore = checkpoint.get(keys.RNG)
+        self._resumed_hyper_parameters = checkpoint.get(keys.HYPER_PARAMETERS)
 
     def on_train_start(self) -> None:
         if self._rng_to_restore is not None:
             restore_rng_states(self._rng_to_restore)
             self._rng_to_restore = None
+        if self._resumed_hyper_parameters:
+            self.apply_configured_learning_rates(self._resumed_hyper_parameters)
+            self._resumed_hyper_parameters = None
+
+    optimizer_configs: tuple[str, ...] = ("optimizer",)  # hparams of each optimizer, in order
+
+    def apply_configured_learning_rates(self, stored: dict[str, Any]) -> None:
+        """Makes a resumed run train at the configured learning rate where it differs from the
+        checkpoint's, which the restored optimizer state would otherwise silently keep.
+
+        Each parameter group's rate, and its scheduler's base rate, is scaled by
+        configured / stored, so the schedule continues from the same point at the new rate.
+        """
+        schedulers = [config.scheduler for config in self.trainer.lr_scheduler_configs]
+        for index, key in enumerate(self.optimizer_configs):
+            configured = (self.hparams.get(key) or {}).get("lr")
+            previous = (stored.get(key) or {}).get("lr")
+            if configured is None or previous is None or configured == previous:
+                continue
+            scale = configured / previous
+            optimizer = self.trainer.optimizers[index]
+            for group in optimizer.param_groups:
+                group["lr"] *= scale
+                if "initial_lr" in group:
+                    group["initial_lr"] *= scale
+            for scheduler in schedulers:
+                if scheduler.optimizer is optimizer and hasattr(scheduler, "base_lrs"):
+                    scheduler.base_lrs = [rate * scale for rate in scheduler.base_lrs]
+            log.info(
+                "resumed at the configured model.%s.lr=%g (the checkpoint's was %g)",
+                key,
+                configured,
+                previous,
+            )
 
 
 @torch.no_grad()

@@ -361,6 +361,7 @@ class Diffusion(GenerativeModule):
 
     def training_step(self, batch, batch_idx):
         loss = self._loss(*batch)
+        self.stop_if_diverged({"loss": loss})
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         return loss
 

@@ -6,8 +6,9 @@ from a checkpoint alone and writes its samples. ``zoo.runner.build`` holds what 
 """
 
 from zoo.runner.build import build_model, resolve_device
+from zoo.runner.resume import checkpoint_to_resume
 from zoo.runner.sample import sample, sample_options
-from zoo.runner.train import checkpoint_to_resume, train
+from zoo.runner.train import train
 
 __all__ = [
     "build_model",

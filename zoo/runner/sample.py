@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,13 +11,20 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from zoo.checkpoints import datamodule_from_checkpoint, load_checkpoint, model_from_checkpoint
+from zoo.checkpoints import (
+    check_finite_weights,
+    datamodule_from_checkpoint,
+    load_checkpoint,
+    model_from_checkpoint,
+)
 from zoo.errors import ZooError
 from zoo.evaluation import Evaluation
 from zoo.models import FAMILIES, GenerativeModule
 from zoo.models.base import draw_samples
 from zoo.outputs import check_writable_dir, save_image_grid, save_tensor, save_texts, write_json
 from zoo.runner.build import resolve_device
+
+log = logging.getLogger("zoo")
 
 
 def sample_options() -> tuple[str, ...]:
@@ -62,6 +70,7 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
         raise ZooError(f"num_samples must be at least 1, got {cfg.num_samples}")
     device = resolve_device(cfg.device)
     checkpoint = load_checkpoint(cfg.ckpt_path, map_location=device)
+    check_finite_weights(checkpoint, cfg.ckpt_path)
     output_dir = check_writable_dir(cfg.output_dir, "samples")
     model = model_from_checkpoint(checkpoint, use_ema=cfg.use_ema, compile=cfg.compile).to(device)
     options = _family_options(model, cfg)
@@ -73,6 +82,9 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
         )
         if isinstance(drawn, torch.Tensor):
             images = drawn
+            if not bool(torch.isfinite(images).all()):
+                bad = int((~torch.isfinite(images)).flatten(1).any(1).sum())
+                log.warning("%d of %d samples hold NaN or infinite values", bad, len(images))
             written = {
                 # an interpolation walks one row of the grid per pair of latents
                 "grid": str(

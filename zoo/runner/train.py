@@ -11,14 +11,16 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from zoo.callbacks.pruning import OptunaPruning
 from zoo.checkpoints import load_checkpoint, model_from_checkpoint
-from zoo.errors import ZooError
+from zoo.errors import RunInterrupted, ZooError
 from zoo.evaluation import Evaluation, JudgeMissingError
-from zoo.outputs import write_json
+from zoo.outputs import check_writable_dir, write_json, write_text
 from zoo.runner.build import build_model, instantiate_group, instantiate_or_explain
+from zoo.runner.resume import checkpoint_to_resume
 
 log = logging.getLogger("zoo")
 
@@ -32,12 +34,18 @@ def _scalars(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
 
 
 def train(cfg: DictConfig) -> float | None:
-    """Fit and test the configured model; return the value of ``cfg.monitor`` for sweeps."""
-    output_dir = Path(cfg.paths.output_dir)
+    """Fit and test the configured model; return the value of ``cfg.monitor`` for sweeps.
+
+    Everything that can be known wrong before training is checked first (the run folder
+    is writable, the checkpoint to resume from continues this run), and the run's config
+    is written only then, so a refused run changes nothing in its folder. results.json is
+    written before the end-of-training evaluation, whose failure is recorded in it.
+    Raises ZooError with one line naming the cause and the fix; RunInterrupted after a
+    SIGTERM, once the interrupted checkpoint is saved.
+    """
+    output_dir = check_writable_dir(cfg.paths.output_dir, "the run")
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    ckpt_path = checkpoint_to_resume(cfg, output_dir)
-
     datamodule: L.LightningDataModule = instantiate_or_explain(cfg.data)
     spec = datamodule.spec.to_dict()
     model = build_model(cfg.model, spec)
@@ -45,6 +53,9 @@ def train(cfg: DictConfig) -> float | None:
         "name": cfg.data_name,
         "config": OmegaConf.to_container(cfg.data, resolve=True),
     }
+    ckpt_path = checkpoint_to_resume(cfg, output_dir, model)
+    write_run_config(cfg, output_dir)
+
     callbacks = instantiate_group(cfg.get("callbacks"))
     trial_number = OmegaConf.select(cfg, "optuna.trial_number")
     if trial_number is not None:  # a trial of the zoo_optuna sweeper: report to its study
@@ -72,7 +83,10 @@ def train(cfg: DictConfig) -> float | None:
         logger.log_hyperparams({**resolved, "num_parameters": num_parameters})
 
     start = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except SIGTERMException:
+        raise RunInterrupted(_interrupted_message(trainer, cfg)) from None
     train_time = time.perf_counter() - start
     val_metrics = _scalars(trainer.callback_metrics, "val/")
 
@@ -86,15 +100,8 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.get("test"):
         trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, weights_only=True)
         test_metrics = _scalars(trainer.callback_metrics, "test/")
-    evaluation = Evaluation.from_config(cfg.get("evaluation"))
-    last_path = (
-        str(Path(checkpoint.dirpath) / "last.ckpt") if checkpoint and checkpoint.save_last else ""
-    )
-    if evaluation.enabled and trainer.is_global_zero and (best_path or last_path):
-        sample_quality = _evaluate_after_training(
-            best_path or last_path, datamodule, evaluation, trainer
-        )
-        test_metrics.update(sample_quality)
+    last = Path(checkpoint.dirpath) / "last.ckpt" if checkpoint else None
+    last_path = str(last) if last is not None and last.is_file() else ""
 
     results = {
         "name": cfg.name,
@@ -114,40 +121,57 @@ def train(cfg: DictConfig) -> float | None:
         "train_time_s": round(train_time, 2),
         "output_dir": str(output_dir),
     }
+    evaluation = Evaluation.from_config(cfg.get("evaluation"))
     if trainer.is_global_zero:
-        write_json(output_dir / "results.json", results)
+        write_json(output_dir / "results.json", results)  # before evaluation, which may fail
+        if evaluation.enabled and (best_path or last_path):
+            try:
+                test_metrics.update(
+                    _evaluate_after_training(
+                        best_path or last_path, datamodule, evaluation, trainer
+                    )
+                )
+            except Exception as error:  # the run's record stays; the failure is recorded in it
+                log.error(
+                    "end-of-training evaluation failed: %s",
+                    error,
+                    exc_info=not isinstance(error, ZooError),
+                )
+                results["evaluation_error"] = f"{type(error).__name__}: {error}"
+            write_json(output_dir / "results.json", results)
         _report(results, output_dir)
 
     value = val_metrics.get(cfg.monitor, results["best_score"])
     return value if value is None or math.isfinite(value) else float("nan")
 
 
-def checkpoint_to_resume(cfg: DictConfig, output_dir: Path) -> str | None:
-    """Return the checkpoint that fit() resumes from, or None for a fresh start.
+def write_run_config(cfg: DictConfig, output_dir: Path) -> None:
+    """Writes the run's composed config (``.hydra/config.yaml``), Hydra's own config and the
+    command-line overrides, as Hydra would, but only once the run is known to start: a run
+    refused before training leaves an earlier run's config in its folder as it was."""
+    from hydra.core.hydra_config import HydraConfig
 
-    ``ckpt_path`` when given. Otherwise, with ``resume: auto``, the newest checkpoint
-    already in this run's folder: a cluster job that was preempted or timed out is
-    requeued into the same folder, where it finds Lightning's ``hpc_ckpt_N.ckpt`` (saved
-    when SLURM signalled the end) or ``checkpoints/last.ckpt``.
-    """
-    if cfg.get("ckpt_path"):
-        if not Path(cfg.ckpt_path).is_file():
-            raise ZooError(
-                f"ckpt_path={cfg.ckpt_path} does not exist: pass the path of a .ckpt to resume from"
-            )
-        return str(cfg.ckpt_path)
-    resume = cfg.get("resume", "auto")
-    if resume not in ("auto", "never"):
-        raise ZooError(f"resume={resume} is not an option: use auto or never")
-    if resume == "never":
-        return None
-    found = [*output_dir.glob("hpc_ckpt_*.ckpt"), output_dir / "checkpoints" / "last.ckpt"]
-    found = [path for path in found if path.is_file()]
-    if not found:
-        return None
-    newest = max(found, key=lambda path: path.stat().st_mtime)
-    log.info("resuming from %s, already in this run's folder (resume=auto)", newest)
-    return str(newest)
+    folder = output_dir / ".hydra"
+    write_text(folder / "config.yaml", OmegaConf.to_yaml(cfg))
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        write_text(folder / "hydra.yaml", OmegaConf.to_yaml({"hydra": hydra_cfg}))
+        write_text(folder / "overrides.yaml", OmegaConf.to_yaml(list(hydra_cfg.overrides.task)))
+
+
+def _interrupted_message(trainer: L.Trainer, cfg: DictConfig) -> str:
+    """Return the line that says where an interrupted run's checkpoint is and how to resume."""
+    saved = getattr(trainer.checkpoint_callback, "interrupted_path", None)
+    if not saved:
+        return (
+            f"interrupted by SIGTERM at step {trainer.global_step} before a checkpoint could be "
+            "saved; the run's earlier checkpoints are in its folder"
+        )
+    return (
+        f"interrupted by SIGTERM at step {trainer.global_step}; saved {saved}. Resume with "
+        f"`python train.py <the same overrides> ckpt_path={saved}`, or run again in the same "
+        f"folder (hydra.run.dir={cfg.paths.output_dir}, resume=auto)"
+    )
 
 
 def _wandb_resume(logger: DictConfig, output_dir: Path) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import torch
 from hydra.utils import instantiate
 
 from zoo import checkpoint_format as keys
-from zoo.errors import ConfigError, TrainingDivergedError
+from zoo.errors import ConfigError
 from zoo.models.base import GenerativeModule
 from zoo.models.gan.networks import (
     ARCHITECTURES,
@@ -63,6 +63,7 @@ class GAN(GenerativeModule):
     family = "gan"
     ema_prefix = "generator."  # the EMA callback averages the generator only
     compiled_networks = ("generator", "discriminator")
+    optimizer_configs = ("optimizer", "discriminator_optimizer")
     logged_metrics = ("d_loss", "g_loss", "d_real", "d_fake")
 
     def __init__(
@@ -182,6 +183,7 @@ class GAN(GenerativeModule):
             fake = self.generator(self.latents(real.shape[0]), labels)
         self.toggle_optimizer(opt_d)
         terms = self.discriminator_terms(real, fake, labels, penalties=True)
+        self._stop_if_diverged({"d_loss": terms["loss"]}, self.discriminator_steps + 1)
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(terms["loss"])
         opt_d.step()
@@ -189,54 +191,39 @@ class GAN(GenerativeModule):
         self.discriminator_steps += 1
         if per_step and scheduler_d is not None:
             scheduler_d.step()
-        losses = {"d_loss": terms["loss"].detach()}
 
         # Generator: one step every n_critic discriminator steps
         if self.discriminator_steps % self.hparams.n_critic == 0:
             self.toggle_optimizer(opt_g)
             fake = self.generator(self.latents(real.shape[0]), labels)
             g_loss = generator_loss(self.hparams.loss, self.critic(fake, labels))
+            self._stop_if_diverged({"g_loss": g_loss}, self.discriminator_steps)
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(g_loss)
             opt_g.step()
             self.untoggle_optimizer(opt_g)
             if per_step and scheduler_g is not None:
                 scheduler_g.step()
-            losses["g_loss"] = g_loss.detach()
             self.log("train/g_loss", g_loss, on_step=True, on_epoch=True, prog_bar=True)
 
-        self._stop_if_diverged(losses)
         self.log("train/d_loss", terms["loss"], on_step=True, on_epoch=True, prog_bar=True)
         for name in ("d_real", "d_fake", "gradient_penalty", "r1"):
             if name in terms:
                 self.log(f"train/{name}", terms[name], on_step=True, on_epoch=True)
 
+    def _stop_if_diverged(self, losses: dict[str, torch.Tensor], step: int) -> None:
+        """Raises TrainingDivergedError before an optimizer step on a non-finite loss."""
+        self.stop_if_diverged(
+            losses,
+            where=f"discriminator step {step}",
+            advice="Lower the learning rates, or use loss=hinge with spectral_norm=true "
+            "or r1_gamma > 0",
+        )
+
     def on_train_epoch_end(self):
         if self.hparams.scheduler_interval != "step":
             for scheduler in self._schedulers():
                 scheduler.step()
-
-    def _stop_if_diverged(self, losses: dict[str, torch.Tensor]) -> None:
-        """Raises TrainingDivergedError when a loss is NaN or infinite, before anything is saved,
-        so the checkpoints on disk are the last good ones."""
-        if torch.isfinite(torch.stack(list(losses.values()))).all():  # one sync a step
-            return
-        bad = {name: value.item() for name, value in losses.items() if not torch.isfinite(value)}
-        checkpoint = getattr(self.trainer, "checkpoint_callback", None)
-        last = getattr(checkpoint, "last_model_path", "") or getattr(
-            checkpoint, "best_model_path", ""
-        )
-        kept = (
-            f"the last good checkpoint is {last} (resume with ckpt_path={last})"
-            if last
-            else "no checkpoint had been written yet"
-        )
-        found = ", ".join(f"{name}={value}" for name, value in bad.items())
-        raise TrainingDivergedError(
-            f"the GAN diverged at discriminator step {self.discriminator_steps} ({found}); "
-            f"{kept}. Lower the learning rates, or use loss=hinge with spectral_norm=true "
-            "or r1_gamma > 0"
-        )
 
     def _step(self, batch, stage: str) -> torch.Tensor:
         """Logs the losses on held-out real images against fresh samples (no penalties)."""
