@@ -87,7 +87,8 @@ def checkpoint_of(model: GenerativeModule) -> dict[str, Any]:
         keys.STATE_DICT: model.state_dict(),
     }
     model.on_save_checkpoint(checkpoint)
-    assert checkpoint[keys.ZOO] == {"family": model.family, "version": zoo.__version__}
+    assert checkpoint[keys.ZOO]["family"] == model.family
+    assert checkpoint[keys.ZOO]["version"] == zoo.__version__
     return checkpoint
 
 

@@ -66,7 +66,7 @@ class Judge:
                 f"{self.path} is a {family} checkpoint; the judge must be a cnn_classifier "
                 "checkpoint (train one with experiment=classifier_<data set>)"
             )
-        self.model = model_from_checkpoint(checkpoint).to(device)
+        self.model = model_from_checkpoint(checkpoint, path=self.path).to(device)
         self.device = torch.device(device)
         # The judge's identity: cached real features are valid only for these exact bytes.
         self.fingerprint = hashlib.sha256(self.path.read_bytes()).hexdigest()[:16]

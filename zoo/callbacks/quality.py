@@ -15,6 +15,13 @@ from zoo.models.base import draw_samples
 
 log = logging.getLogger("zoo")
 
+# What each metric of the evaluation logs.
+LOGGED = {
+    "kid": ("kid", "kid_std"),
+    "precision_recall": ("precision", "recall", "density", "coverage"),
+    "labels": ("confidence", "classes", "top_class_share", "label_entropy_bits"),
+}
+
 
 class SampleQuality(L.Callback):
     """Every ``every_n_epochs`` validations, judges ``num_samples`` fresh samples of the model
@@ -38,6 +45,9 @@ class SampleQuality(L.Callback):
             metrics=list(metrics), num_samples=num_samples
         )
         self.every_n_epochs = every_n_epochs
+        self.logged_metrics = tuple(
+            f"val/{name}" for metric in metrics for name in LOGGED.get(metric, (metric,))
+        )
         self._judge: Judge | None = None
         self._real: torch.Tensor | None = None
         self._disabled = False

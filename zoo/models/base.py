@@ -57,6 +57,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
+from torch.optim.lr_scheduler import LambdaLR
 
 import zoo
 from zoo import checkpoint_format as keys
@@ -87,12 +88,55 @@ def class_labels(
         return None
     if labels is None:
         labels = list(range(num_classes))
-    labels = torch.as_tensor(labels, dtype=torch.long, device=device).flatten()
+    if isinstance(labels, torch.Tensor):
+        labels = labels.flatten().tolist()
+    values = labels if isinstance(labels, (list, tuple)) else [labels]
+    if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise ConfigError(
+            f"labels must be a class id or a list of them (e.g. labels=3 or 'labels=[0,1,2]'), "
+            f"got {labels!r}"
+        )
+    labels = torch.as_tensor(values, dtype=torch.long, device=device)
     if labels.numel() == 0 or labels.min() < 0 or labels.max() >= num_classes:
         raise ConfigError(
             f"labels must lie in the classes 0 … {num_classes - 1}, got {labels.tolist()}"
         )
     return labels.repeat(math.ceil(count / len(labels)))[:count]
+
+
+def check_sizes(**sizes: Any) -> None:
+    """Raises ConfigError naming the first size that is not a positive integer (a list of
+    sizes, such as channels per level, must hold positive integers only)."""
+    for name, value in sizes.items():
+        listed = isinstance(value, (list, tuple))
+        values = list(value) if listed else [value]
+        if not values or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values
+        ):
+            kind = "a list of positive integers" if listed else "a positive integer"
+            raise ConfigError(f"model.{name} must be {kind}, got {value!r}")
+
+
+def check_fractions(**fractions: float) -> None:
+    """Raises ConfigError naming the first value outside [0, 1) (dropout rates and the like)."""
+    for name, value in fractions.items():
+        if not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise ConfigError(f"model.{name} must lie in [0, 1), got {value!r}")
+
+
+def check_optimizer(name: str, optimizer: dict[str, Any] | None) -> None:
+    """Raises ConfigError when an optimizer config has no _target_ or a learning rate that is
+    not a positive finite number."""
+    if optimizer is None:
+        return
+    if not isinstance(optimizer, dict) or "_target_" not in optimizer:
+        raise ConfigError(
+            f"model.{name} must be a partial with a _target_ (e.g. torch.optim.Adam), "
+            f"got {optimizer!r}"
+        )
+    lr = optimizer.get("lr")
+    if lr is not None and (not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0):
+        raise ConfigError(f"model.{name}.lr must be a positive finite number, got {lr!r}")
 
 
 class GenerativeModule(L.LightningModule):
@@ -125,6 +169,7 @@ class GenerativeModule(L.LightningModule):
                 f"{self.spec.modality}: choose {'an' if self.modality == 'image' else 'a'} "
                 f"{self.modality} data set (e.g. {EXAMPLE_DATA[self.modality]})"
             )
+        check_optimizer("optimizer", optimizer)
         if scheduler_interval not in ("epoch", "step"):
             raise ConfigError(
                 f"model.scheduler_interval must be epoch or step, got {scheduler_interval!r}"
@@ -350,33 +395,45 @@ class GenerativeModule(L.LightningModule):
     optimizer_configs: tuple[str, ...] = ("optimizer",)  # hparams of each optimizer, in order
 
     def apply_configured_learning_rates(self, stored: dict[str, Any]) -> None:
-        """Makes a resumed run train at the configured learning rate where it differs from the
-        checkpoint's, which the restored optimizer state would otherwise silently keep.
+        """Makes a resumed run follow its own config, not the restored optimizer state: the
+        configured learning rate where it differs from the checkpoint's, and the schedule
+        planned for this run's length.
 
         Each parameter group's rate, and its scheduler's base rate, is scaled by
-        configured / stored, so the schedule continues from the same point at the new rate.
+        configured / stored; a LambdaLR (zoo's schedules) then sets each group's rate from
+        its lambda at the step reached, so a longer run continues on its longer cosine.
         """
         schedulers = [config.scheduler for config in self.trainer.lr_scheduler_configs]
         for index, key in enumerate(self.optimizer_configs):
+            optimizer = self.trainer.optimizers[index]
             configured = (self.hparams.get(key) or {}).get("lr")
             previous = (stored.get(key) or {}).get("lr")
-            if configured is None or previous is None or configured == previous:
-                continue
-            scale = configured / previous
-            optimizer = self.trainer.optimizers[index]
-            for group in optimizer.param_groups:
-                group["lr"] *= scale
-                if "initial_lr" in group:
-                    group["initial_lr"] *= scale
+            if configured is not None and previous is not None and configured != previous:
+                scale = configured / previous
+                for group in optimizer.param_groups:
+                    group["lr"] *= scale
+                    if "initial_lr" in group:
+                        group["initial_lr"] *= scale
+                for scheduler in schedulers:
+                    if scheduler.optimizer is optimizer and hasattr(scheduler, "base_lrs"):
+                        scheduler.base_lrs = [rate * scale for rate in scheduler.base_lrs]
+                log.info(
+                    "resumed at the configured model.%s.lr=%g (the checkpoint's was %g)",
+                    key,
+                    configured,
+                    previous,
+                )
             for scheduler in schedulers:
-                if scheduler.optimizer is optimizer and hasattr(scheduler, "base_lrs"):
-                    scheduler.base_lrs = [rate * scale for rate in scheduler.base_lrs]
-            log.info(
-                "resumed at the configured model.%s.lr=%g (the checkpoint's was %g)",
-                key,
-                configured,
-                previous,
-            )
+                if scheduler.optimizer is optimizer and isinstance(scheduler, LambdaLR):
+                    rates = [
+                        base * factor(scheduler.last_epoch)
+                        for base, factor in zip(
+                            scheduler.base_lrs, scheduler.lr_lambdas, strict=True
+                        )
+                    ]
+                    for group, rate in zip(optimizer.param_groups, rates, strict=True):
+                        group["lr"] = rate
+                    scheduler._last_lr = rates
 
 
 @torch.no_grad()

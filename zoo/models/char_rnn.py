@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from zoo.errors import ConfigError
-from zoo.models.base import LanguageModel
+from zoo.models.base import LanguageModel, check_fractions, check_sizes
 from zoo.nn.decoding import StopTracker, sample_from_logits
 from zoo.nn.schedules import COSINE_OVER_THE_RUN
 
@@ -42,6 +42,8 @@ class CharRNN(LanguageModel):
         optimizer = optimizer or {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 3e-3}
         super().__init__(spec, optimizer, scheduler, scheduler_interval)
         self.save_hyperparameters()
+        check_sizes(embedding_dim=embedding_dim, hidden_size=hidden_size, num_layers=num_layers)
+        check_fractions(dropout=dropout)
         if cell not in CELLS:
             raise ConfigError(f"model.cell must be one of {sorted(CELLS)}, got {cell!r}")
         vocab_size = self.spec.vocab_size

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.errors import ConfigError, ZooError
-from zoo.models.base import GenerativeModule
+from zoo.models.base import GenerativeModule, check_fractions, check_sizes
 from zoo.nn.schedules import COSINE_OVER_THE_RUN
 
 
@@ -60,6 +60,10 @@ class CNNClassifier(GenerativeModule):
         }
         super().__init__(spec, optimizer, scheduler, scheduler_interval)
         self.save_hyperparameters()
+        check_sizes(channels=list(channels))
+        check_fractions(dropout=dropout)
+        if max_shift < 0:
+            raise ConfigError(f"model.max_shift must be >= 0, got {max_shift}")
         if self.spec.num_classes < 2:
             raise ConfigError(
                 "the classifier needs labelled images (num_classes >= 2): choose a labelled image "

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from zoo.errors import ConfigError
 from zoo.metrics import bits_per_dim
-from zoo.models.base import GenerativeModule
+from zoo.models.base import GenerativeModule, check_fractions, check_sizes
 from zoo.nn.distributions import discretized_gaussian_log_prob, gaussian_kl
 from zoo.nn.unet import UNet
 
@@ -302,6 +302,15 @@ class Diffusion(GenerativeModule):
         optimizer = optimizer or {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 2e-4}
         super().__init__(spec, optimizer, scheduler, scheduler_interval)
         self.save_hyperparameters()
+        check_sizes(
+            num_steps=num_steps,
+            base_channels=base_channels,
+            channel_multipliers=list(channel_multipliers),
+            num_res_blocks=num_res_blocks,
+            num_heads=num_heads,
+            sampler_steps=sampler_steps,
+        )
+        check_fractions(dropout=dropout, label_dropout=label_dropout)
         if prediction not in ("epsilon", "x0", "v"):
             raise ConfigError(f"model.prediction must be epsilon, x0 or v, got {prediction!r}")
         if loss_weighting not in ("uniform", "min_snr"):

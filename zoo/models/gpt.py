@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.errors import ConfigError
-from zoo.models.base import LanguageModel
+from zoo.models.base import LanguageModel, check_fractions, check_sizes
 from zoo.nn.decoding import StopTracker, sample_from_logits
 
 POSITIONS = ("learned", "rotary")
@@ -248,6 +248,8 @@ class GPT(LanguageModel):
         optimizer = optimizer or DEFAULT_OPTIMIZER  # before save_hyperparameters records it
         super().__init__(spec, optimizer, scheduler, scheduler_interval)
         self.save_hyperparameters()
+        check_sizes(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size)
+        check_fractions(dropout=dropout)
         if position not in POSITIONS:
             raise ConfigError(f"model.position must be one of {list(POSITIONS)}, got {position!r}")
         if n_embd % n_head != 0:

@@ -32,7 +32,7 @@ from torch import nn
 
 from zoo.errors import ConfigError
 from zoo.metrics import bits_per_dim
-from zoo.models.base import GenerativeModule
+from zoo.models.base import GenerativeModule, check_fractions, check_sizes
 from zoo.nn.distributions import (
     discretized_logistic_mixture_level_log_probs,
     discretized_logistic_mixture_log_prob,
@@ -268,6 +268,8 @@ class PixelCNN(GenerativeModule):
         optimizer = optimizer or {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}
         super().__init__(spec, optimizer, scheduler, scheduler_interval)
         self.save_hyperparameters()
+        check_sizes(channels=channels, num_layers=num_layers, num_mixtures=num_mixtures)
+        check_fractions(dropout=dropout)
         if likelihood not in LIKELIHOODS:
             raise ConfigError(
                 f"model.likelihood must be one of {', '.join(LIKELIHOODS)}; got {likelihood!r}"

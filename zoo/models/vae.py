@@ -17,7 +17,7 @@ from torch import nn
 
 from zoo.errors import ConfigError
 from zoo.metrics import bits_per_dim
-from zoo.models.base import GenerativeModule
+from zoo.models.base import GenerativeModule, check_sizes
 from zoo.nn.distributions import (
     LOG_SCALE_MIN,
     discretized_logistic_log_prob,
@@ -100,6 +100,11 @@ class VAE(GenerativeModule):
         optimizer = optimizer or {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 2e-3}
         super().__init__(spec, optimizer, scheduler, scheduler_interval)
         self.save_hyperparameters()
+        check_sizes(latent_dim=latent_dim, channels=list(channels))
+        if iw_samples < 0 or not beta > 0:
+            raise ConfigError(
+                f"model.iw_samples must be >= 0 and model.beta > 0, got {iw_samples} and {beta}"
+            )
         if likelihood not in ("discretized_logistic", "categorical"):
             raise ConfigError(
                 f"likelihood must be 'discretized_logistic' or 'categorical', got {likelihood!r}"

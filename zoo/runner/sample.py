@@ -23,6 +23,7 @@ from zoo.models import FAMILIES, GenerativeModule
 from zoo.models.base import draw_samples
 from zoo.outputs import check_writable_dir, save_image_grid, save_tensor, save_texts, write_json
 from zoo.runner.build import resolve_device
+from zoo.runner.schema import check_sample_config
 
 log = logging.getLogger("zoo")
 
@@ -66,13 +67,14 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
         raise ZooError(
             "ckpt_path= is required: the .ckpt to sample from (train.py prints its path)"
         )
-    if cfg.num_samples < 1:
-        raise ZooError(f"num_samples must be at least 1, got {cfg.num_samples}")
+    cfg = check_sample_config(cfg)
     device = resolve_device(cfg.device)
     checkpoint = load_checkpoint(cfg.ckpt_path, map_location=device)
     check_finite_weights(checkpoint, cfg.ckpt_path)
     output_dir = check_writable_dir(cfg.output_dir, "samples")
-    model = model_from_checkpoint(checkpoint, use_ema=cfg.use_ema, compile=cfg.compile).to(device)
+    model = model_from_checkpoint(
+        checkpoint, use_ema=cfg.use_ema, compile=cfg.compile, path=cfg.ckpt_path
+    ).to(device)
     options = _family_options(model, cfg)
     result: dict[str, Any] = {"family": model.family}
     images = None
@@ -120,7 +122,8 @@ def _evaluate_checkpoint(
 ) -> dict[str, float]:
     """Return the test metrics of a checkpoint on its own data set's test split, and, for images,
     the sample-quality metrics of ``images``."""
-    datamodule = datamodule_from_checkpoint(checkpoint)
+    locations = OmegaConf.to_container(cfg.data) if cfg.get("data") else {}
+    datamodule = datamodule_from_checkpoint(checkpoint, **locations)
     tester = L.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=1,

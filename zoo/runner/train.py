@@ -16,11 +16,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from zoo.callbacks.pruning import OptunaPruning
 from zoo.checkpoints import load_checkpoint, model_from_checkpoint
-from zoo.errors import RunInterrupted, ZooError
+from zoo.errors import ConfigError, RunInterrupted, ZooError
 from zoo.evaluation import Evaluation, JudgeMissingError
 from zoo.outputs import check_writable_dir, write_json, write_text
 from zoo.runner.build import build_model, instantiate_group, instantiate_or_explain
 from zoo.runner.resume import checkpoint_to_resume
+from zoo.runner.schema import check_train_config
 
 log = logging.getLogger("zoo")
 
@@ -43,6 +44,8 @@ def train(cfg: DictConfig) -> float | None:
     Raises ZooError with one line naming the cause and the fix; RunInterrupted after a
     SIGTERM, once the interrupted checkpoint is saved.
     """
+    refuse_missing_values(cfg)
+    check_train_config(cfg)
     output_dir = check_writable_dir(cfg.paths.output_dir, "the run")
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
@@ -54,9 +57,10 @@ def train(cfg: DictConfig) -> float | None:
         "config": OmegaConf.to_container(cfg.data, resolve=True),
     }
     ckpt_path = checkpoint_to_resume(cfg, output_dir, model)
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    check_monitor(cfg.get("monitor"), model, callbacks)
     write_run_config(cfg, output_dir)
 
-    callbacks = instantiate_group(cfg.get("callbacks"))
     trial_number = OmegaConf.select(cfg, "optuna.trial_number")
     if trial_number is not None:  # a trial of the zoo_optuna sweeper: report to its study
         pruning = OptunaPruning.for_sweep_trial(trial_number, cfg.monitor)
@@ -143,6 +147,57 @@ def train(cfg: DictConfig) -> float | None:
 
     value = val_metrics.get(cfg.monitor, results["best_score"])
     return value if value is None or math.isfinite(value) else float("nan")
+
+
+def refuse_missing_values(cfg: DictConfig) -> None:
+    """Raises ConfigError naming the first mandatory value (``???``) the config leaves unset,
+    with what its config file says it takes: ``data=text_file needs data.path=<…>``."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if not missing:
+        return
+    key = missing[0]
+    group, _, leaf = key.partition(".")
+    choice = _choice(group)
+    hint = _comment_of(group, choice, leaf) or "a value"
+    asked = f"{group}={choice} needs" if choice else "the config needs"
+    raise ConfigError(f"{asked} {key}=<{hint}>")
+
+
+def _choice(group: str) -> str | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    return HydraConfig.get().runtime.choices.get(group)
+
+
+def _comment_of(group: str, choice: str | None, leaf: str) -> str | None:
+    """Return the comment beside ``leaf: ???`` in conf/<group>/<choice>.yaml, if it has one."""
+    if not choice or "." in leaf:
+        return None
+    path = Path(__file__).resolve().parents[2] / "conf" / group / f"{choice}.yaml"
+    if not path.is_file():
+        return None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith(f"{leaf}:") and "#" in line:
+            return line.split("#", 1)[1].strip()
+    return None
+
+
+def check_monitor(monitor: str | None, model, callbacks: list) -> None:
+    """Raises ConfigError, before training, when ``monitor`` names a metric that the family
+    and the callbacks never log; the message lists those they do."""
+    if monitor is None:
+        return
+    logged = {f"val/{name}" for name in model.logged_metrics} | {"train/loss"}
+    for callback in callbacks:
+        logged |= set(getattr(callback, "logged_metrics", ()))
+    if monitor not in logged:
+        raise ConfigError(
+            f"monitor={monitor} is never logged by a {model.family} run; it logs "
+            f"{', '.join(sorted(logged))}: pass one of them (or monitor=null to keep the last "
+            "checkpoint only)"
+        )
 
 
 def write_run_config(cfg: DictConfig, output_dir: Path) -> None:

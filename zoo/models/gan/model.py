@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 
 from zoo import checkpoint_format as keys
 from zoo.errors import ConfigError
-from zoo.models.base import GenerativeModule
+from zoo.models.base import GenerativeModule, check_optimizer, check_sizes
 from zoo.models.gan.networks import (
     ARCHITECTURES,
     AUGMENTATIONS,
@@ -89,6 +89,12 @@ class GAN(GenerativeModule):
         super().__init__(spec, optimizer, scheduler, scheduler_interval)
         self.save_hyperparameters()
         self.automatic_optimization = False  # two optimizers, stepped in training_step
+        check_sizes(latent_dim=latent_dim, width=width)
+        check_optimizer("discriminator_optimizer", discriminator_optimizer)
+        if gp_weight < 0 or r1_gamma < 0:
+            raise ConfigError(
+                f"model.gp_weight and model.r1_gamma must be >= 0, got {gp_weight} and {r1_gamma}"
+            )
         if architecture not in ARCHITECTURES:
             raise ConfigError(
                 f"architecture must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}"
