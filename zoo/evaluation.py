@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from zoo import checkpoint_format as keys
 from zoo.checkpoints import load_checkpoint, model_from_checkpoint
+from zoo.data.encoded import source_of
 from zoo.errors import ConfigError, ZooError
 from zoo.metrics.sample_quality import (
     frechet_distance,
@@ -188,7 +189,7 @@ class Evaluation:
         path = Path(self.cache_dir) / "real_features" / f"{data_record['name']}-{split}-{key}.pt"
         if path.is_file():
             return torch.load(path, weights_only=True)
-        features, _ = judge(split_images(datamodule, split), self.batch_size)
+        features, _ = judge(split_images(source_of(datamodule), split), self.batch_size)
         save_tensor(features, path)
         return features
 
@@ -229,7 +230,7 @@ class Evaluation:
         judge = self.load_judge(data_record["name"], device)
         results = self.score(images, judge, self.real_features(judge, datamodule, data_record))
         if self.inception_weights:
-            real_images = split_images(datamodule, self.reference_split)
+            real_images = split_images(source_of(datamodule), self.reference_split)
             results["inception_fid"] = inception_fid(images, real_images, self.inception_weights)
         return results
 

@@ -42,6 +42,17 @@ a ``conf/experiment/<family>_<data>.yaml`` and a ``tests/test_<family>.py``.
 - ``parameter_groups()`` and ``optimizer_options()``: decay groups, fused kernels.
 - ``training_step_counts()``: optimizer steps per network of a family that steps them
   in turn (the GAN).
+
+**Two-stage families** (latent diffusion, a prior over a VQ-VAE's codes) set
+``two_stage = True`` and ``stage_one_families``, take a ``stage_one`` argument and build
+their frozen first stage with :meth:`build_stage_one`. train.py turns a checkpoint path
+given as ``model.stage_one=PATH`` into that argument (the first stage's family and
+hyperparameters, plain values) and copies its weights in; the first stage's weights are
+then part of the model's own, so one checkpoint holds both stages and sample.py needs
+nothing else. They implement ``encode(images)`` (what the second stage models) and may
+implement ``fit_latent_statistics(encoded)``: train.py trains them on the data encoded
+once (``zoo.data.EncodedDataModule``), while evaluation judges their decoded samples
+against the real images.
 """
 
 from __future__ import annotations
@@ -152,6 +163,8 @@ class GenerativeModule(L.LightningModule):
     generates: bool = True  # False for families that judge rather than generate (the classifier)
     ema_prefix: str = ""  # the weights the EMA callback averages by default ("": all of them)
     compiled_networks: tuple[str, ...] = ()  # the submodules compile=True compiles
+    two_stage: bool = False  # a second stage trained over a frozen first stage (stage_one)
+    stage_one_families: tuple[str, ...] = ()  # the families its first stage may be
     logged_metrics: tuple[str, ...] = ("loss",)  # logged under val/ and test/
 
     def __init__(
@@ -209,6 +222,45 @@ class GenerativeModule(L.LightningModule):
     def sample_labels(self, labels: Any, count: int) -> torch.Tensor | None:
         """Return the class of each of ``count`` samples (see :func:`class_labels`)."""
         return class_labels(labels, count, self.num_classes, self.device)
+
+    # Two-stage families -----------------------------------------------------------
+
+    def build_stage_one(self, stage_one: dict[str, Any]) -> GenerativeModule:
+        """Return the frozen first stage described by ``stage_one`` (``family`` and
+        ``hyper_parameters``, as train.py records them), weights to be loaded by the caller.
+
+        Raises ConfigError for a family this one cannot build on, or a first stage trained
+        on data of another shape.
+        """
+        from zoo.models import FAMILIES  # the table imports every family, this one included
+
+        if not isinstance(stage_one, dict) or "family" not in stage_one:
+            raise ConfigError(
+                f"model.stage_one must name the first stage's checkpoint (model.stage_one=PATH), "
+                f"got {stage_one!r}"
+            )
+        family = stage_one["family"]
+        if family not in self.stage_one_families:
+            raise ConfigError(
+                f"the {self.family} family builds on a {' or '.join(self.stage_one_families)} "
+                f"checkpoint, got a {family} one"
+            )
+        first = FAMILIES[family](**{**stage_one["hyper_parameters"], "compile": False})
+        if tuple(first.spec.shape or ()) != tuple(self.spec.shape or ()):
+            raise ConfigError(
+                f"the first stage was trained on images of shape {tuple(first.spec.shape)}, "
+                f"the data are {tuple(self.spec.shape)}: train it on the same data set"
+            )
+        first.requires_grad_(False)
+        return first.eval()
+
+    def train(self, mode: bool = True):
+        """Sets training mode, except for a frozen first stage, which stays in eval mode."""
+        super().train(mode)
+        stage_one = getattr(self, "stage_one", None)
+        if isinstance(stage_one, torch.nn.Module):
+            stage_one.eval()
+        return self
 
     # Compilation ------------------------------------------------------------------
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -11,6 +13,8 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from zoo import checkpoint_format as keys
+from zoo.checkpoints import load_checkpoint, model_from_checkpoint
 from zoo.errors import ZooError
 from zoo.models import GenerativeModule
 from zoo.resolvers import register_resolvers
@@ -42,7 +46,25 @@ def build_model(model_cfg: DictConfig | dict, spec: dict[str, Any]) -> Generativ
         raise ZooError(
             f"model._target_ must name a zoo family (one of zoo.models.FAMILIES), got {cls}"
         )
-    return cls(spec=spec, **values)
+    if not cls.two_stage:
+        return cls(spec=spec, **values)
+    first = values.get("stage_one")
+    if not isinstance(first, str):
+        raise ZooError(
+            f"the {cls.family} family trains over a first stage: pass model.stage_one=PATH, "
+            f"a {' or '.join(cls.stage_one_families)} checkpoint written by train.py"
+        )
+    checkpoint = load_checkpoint(first)
+    stage_one = model_from_checkpoint(checkpoint, path=first)  # its EMA weights when kept
+    values["stage_one"] = {
+        "family": stage_one.family,
+        "hyper_parameters": dict(checkpoint[keys.HYPER_PARAMETERS]),
+        "sha256": hashlib.sha256(Path(first).read_bytes()).hexdigest(),
+        "source": str(first),
+    }
+    model = cls(spec=spec, **values)
+    model.stage_one.load_state_dict(stage_one.state_dict())
+    return model
 
 
 def instantiate_or_explain(config: DictConfig, **kwargs) -> Any:

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from zoo.callbacks.pruning import OptunaPruning
 from zoo.checkpoints import load_checkpoint, model_from_checkpoint
+from zoo.data.encoded import EncodedDataModule
 from zoo.errors import ConfigError, RunInterrupted, ZooError
 from zoo.evaluation import Evaluation, JudgeMissingError
 from zoo.outputs import check_writable_dir, write_json, write_text
@@ -86,9 +87,11 @@ def train(cfg: DictConfig) -> float | None:
     for logger in trainer.loggers:
         logger.log_hyperparams({**resolved, "num_parameters": num_parameters})
 
+    # A second stage trains on the data encoded once by its frozen first stage.
+    fitted = EncodedDataModule(datamodule, model) if model.two_stage else datamodule
     start = time.perf_counter()
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        trainer.fit(model, datamodule=fitted, ckpt_path=ckpt_path, weights_only=True)
     except SIGTERMException:
         raise RunInterrupted(_interrupted_message(trainer, cfg)) from None
     train_time = time.perf_counter() - start
@@ -102,7 +105,7 @@ def train(cfg: DictConfig) -> float | None:
     best_path = checkpoint.best_model_path if checkpoint else ""
     test_metrics: dict[str, float] = {}
     if cfg.get("test"):
-        trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, weights_only=True)
+        trainer.test(model, datamodule=fitted, ckpt_path=best_path or None, weights_only=True)
         test_metrics = _scalars(trainer.callback_metrics, "test/")
     last = Path(checkpoint.dirpath) / "last.ckpt" if checkpoint else None
     last_path = str(last) if last is not None and last.is_file() else ""
