@@ -44,8 +44,9 @@ a ``conf/experiment/<family>_<data>.yaml`` and a ``tests/test_<family>.py``.
   in turn (the GAN).
 
 **Two-stage families** (latent diffusion, a prior over a VQ-VAE's codes) set
-``two_stage = True`` and ``stage_one_families``, take a ``stage_one`` argument and build
-their frozen first stage with :meth:`build_stage_one`. train.py turns a checkpoint path
+``stage_one_families``, take a ``stage_one`` argument (required, or optional for a family
+that also works on pixels) and build their frozen first stage, ``self.stage_one``, with
+:meth:`build_stage_one`; ``two_stage`` is then true. train.py turns a checkpoint path
 given as ``model.stage_one=PATH`` into that argument (the first stage's family and
 hyperparameters, plain values) and copies its weights in; the first stage's weights are
 then part of the model's own, so one checkpoint holds both stages and sample.py needs
@@ -163,8 +164,7 @@ class GenerativeModule(L.LightningModule):
     generates: bool = True  # False for families that judge rather than generate (the classifier)
     ema_prefix: str = ""  # the weights the EMA callback averages by default ("": all of them)
     compiled_networks: tuple[str, ...] = ()  # the submodules compile=True compiles
-    two_stage: bool = False  # a second stage trained over a frozen first stage (stage_one)
-    stage_one_families: tuple[str, ...] = ()  # the families its first stage may be
+    stage_one_families: tuple[str, ...] = ()  # the families a first stage may be (two-stage)
     logged_metrics: tuple[str, ...] = ("loss",)  # logged under val/ and test/
 
     def __init__(
@@ -253,6 +253,11 @@ class GenerativeModule(L.LightningModule):
             )
         first.requires_grad_(False)
         return first.eval()
+
+    @property
+    def two_stage(self) -> bool:
+        """Whether the model is a second stage over a frozen first stage (``stage_one``)."""
+        return isinstance(getattr(self, "stage_one", None), torch.nn.Module)
 
     def train(self, mode: bool = True):
         """Sets training mode, except for a frozen first stage, which stays in eval mode."""

@@ -46,14 +46,9 @@ def build_model(model_cfg: DictConfig | dict, spec: dict[str, Any]) -> Generativ
         raise ZooError(
             f"model._target_ must name a zoo family (one of zoo.models.FAMILIES), got {cls}"
         )
-    if not cls.two_stage:
-        return cls(spec=spec, **values)
     first = values.get("stage_one")
-    if not isinstance(first, str):
-        raise ZooError(
-            f"the {cls.family} family trains over a first stage: pass model.stage_one=PATH, "
-            f"a {' or '.join(cls.stage_one_families)} checkpoint written by train.py"
-        )
+    if not (cls.stage_one_families and isinstance(first, str)):
+        return cls(spec=spec, **values)
     checkpoint = load_checkpoint(first)
     stage_one = model_from_checkpoint(checkpoint, path=first)  # its EMA weights when kept
     values["stage_one"] = {
