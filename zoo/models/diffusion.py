@@ -12,6 +12,7 @@ sampler only calls a function ``x_t, t ↦ x̂₀``, so one trained network serv
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any
@@ -68,14 +69,29 @@ class NoiseSchedule:
         self.posterior_log_variance = torch.log(
             torch.cat([self.posterior_variance[1:2], self.posterior_variance[1:]])
         )
+        # λ_t = log(α_t/σ_t), the half log signal-to-noise ratio; decreasing in t.
+        self.log_snr = 0.5 * torch.log(self.alphas_cumprod / (1 - self.alphas_cumprod))
 
     def at(self, values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """Return ``values[t]`` shaped (B, 1, 1, 1) in ``like``'s dtype and device."""
         return values.to(like.device)[t].to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
 
     def alpha_sigma(self, t: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return √ᾱ_t and √(1 − ᾱ_t), shaped to broadcast over ``like``."""
-        alpha_bar = self.at(self.alphas_cumprod, t, like)
+        """Return √ᾱ_t and √(1 − ᾱ_t), shaped to broadcast over ``like``.
+
+        A real-valued t (some diffusers schedulers call the network between timesteps)
+        interpolates λ_t linearly between its two neighbours, as diffusers does for σ.
+        """
+        if not t.is_floating_point():
+            alpha_bar = self.at(self.alphas_cumprod, t, like)
+            return alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
+        t = t.to(torch.float64).clamp(0, self.num_steps - 1)
+        lower = t.floor().long()
+        upper = (lower + 1).clamp(max=self.num_steps - 1)
+        log_snr = self.log_snr.to(t.device)
+        interpolated = torch.lerp(log_snr[lower], log_snr[upper], t - lower)
+        alpha_bar = torch.sigmoid(2 * interpolated).to(like.dtype)
+        alpha_bar = alpha_bar.view(-1, *([1] * (like.dim() - 1)))
         return alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -112,6 +128,16 @@ class NoiseSchedule:
             return prediction
         return alpha * x_t - sigma * prediction
 
+    def from_x0(
+        self, kind: str, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
+    ) -> torch.Tensor:
+        """Return the ``kind`` prediction whose x̂₀ at x_t is ``x0`` (``to_x0``'s inverse)."""
+        if kind == "x0":
+            return x0
+        alpha, sigma = self.alpha_sigma(t, x_t)
+        epsilon = (x_t - alpha * x0) / sigma
+        return epsilon if kind == "epsilon" else alpha * epsilon - sigma * x0
+
     def loss_weight(self, kind: str, t: torch.Tensor, weighting: str, gamma: float) -> torch.Tensor:
         """Return per-example weights (B,) of the MSE on a ``kind`` target.
 
@@ -130,33 +156,72 @@ class NoiseSchedule:
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
+GRIDS = ("time_uniform", "trailing", "logsnr", "karras")
 
-def _timesteps(schedule: NoiseSchedule, steps: int) -> list[int]:
-    """Return ``steps`` timesteps from T−1 down to 0, evenly spaced (both ends included)."""
-    if not 1 <= steps <= schedule.num_steps:
-        raise ConfigError(f"steps must lie in 1 … {schedule.num_steps}, got {steps}")
-    return (
-        torch.linspace(schedule.num_steps - 1, 0, steps)
-        .round()
-        .long()
-        .unique_consecutive()
-        .tolist()
-    )
+# λ = log(α/σ) below which the logsnr and karras grids place no timestep but T−1. Under
+# λ ≈ −2.5 (SNR < 1/150) the denoiser's answer barely moves, so one step from T−1 crosses
+# it; the λ-uniform grid of DPM-Solver would otherwise spend its calls in the cosine
+# schedule's plunge at t ≥ 990 (λ falls from −5 to −10 there because β is clipped at 0.999).
+# The value is the most accurate of those measured by bench/diffusion_gaussian.py.
+LOGSNR_MIN = -2.5
+
+# The grid each sampler uses unless told, per schedule: the most accurate measured on
+# Gaussian data (bench/diffusion_gaussian.py; the table is in bench/RESULTS.md).
+DEFAULT_GRIDS = {
+    "ddim": {"linear": "logsnr", "cosine": "trailing"},
+    "dpm_solver": {"linear": "logsnr", "cosine": "logsnr"},
+    "unipc": {"linear": "logsnr", "cosine": "logsnr"},
+}
 
 
-def _logsnr_timesteps(schedule: NoiseSchedule, count: int) -> list[int]:
-    """Return about ``count`` timesteps from T−1 down to 0 whose λ = log(α/σ) are evenly spaced.
+def _strictly_decreasing(nearest: list[int], last: int) -> list[int]:
+    """Return ``nearest`` (timesteps from T−1 down) made strictly decreasing, ending at 0 or
+    above: a timestep that repeats its predecessor moves one below it, so that no two
+    network calls share a timestep and every call counts."""
+    timesteps: list[int] = []
+    for index, t in enumerate(nearest):
+        upper = last if index == 0 else timesteps[-1] - 1
+        lower = len(nearest) - 1 - index  # leave room for the timesteps still to come
+        timesteps.append(max(min(t, upper), lower))
+    return timesteps
 
-    DPM-Solver's recommended grid: a uniform grid in t puts a huge λ step at the
-    noisy end (ᾱ is almost 0 there), which costs a multistep solver most of its accuracy.
+
+def timestep_grid(schedule: NoiseSchedule, count: int, grid: str) -> list[int]:
+    """Return ``count`` distinct timesteps from T−1 down, where a sampler calls the network.
+
+    ``time_uniform``: evenly spaced in t, T−1 and 0 included (diffusers' ``linspace``).
+    ``trailing``: T−1, T−1 − T/count, …; the last is T/count − 1 (Lin et al., 2024, Table 2).
+    ``logsnr``: evenly spaced in λ = log(α/σ) from max(λ_{T−1}, LOGSNR_MIN) to λ₀, the first
+    moved to T−1 (Lu et al., 2022, DPM-Solver's grid for discrete-time models).
+    ``karras``: evenly spaced in σ^(1/7), σ = e^{−λ}, over the same λ range (Karras et al.,
+    2022, eq. 5). λ-spaced timesteps are the nearest ones, pushed apart where two coincide.
+    Raises ConfigError unless 1 ≤ count ≤ T and ``grid`` is one of GRIDS.
     """
-    if count < 2:
-        raise ConfigError(f"steps must be at least 1, got {count - 1}")
-    alphas_cumprod = schedule.alphas_cumprod
-    log_snr = 0.5 * torch.log(alphas_cumprod / (1 - alphas_cumprod))  # λ_t, decreasing in t
-    targets = torch.linspace(log_snr[-1].item(), log_snr[0].item(), count, dtype=torch.float64)
-    nearest = (log_snr[None, :] - targets[:, None]).abs().argmin(dim=1)
-    return nearest.unique_consecutive().tolist()
+    last = schedule.num_steps - 1
+    if not 1 <= count <= schedule.num_steps:
+        raise ConfigError(
+            f"steps must lie in 1 … {schedule.num_steps} (network calls), got {count}"
+        )
+    if grid not in GRIDS:
+        raise ConfigError(f"grid must be one of {', '.join(GRIDS)}, got {grid!r}")
+    if count == 1:
+        return [last]
+    if grid == "time_uniform":
+        return torch.linspace(last, 0, count, dtype=torch.float64).round().long().tolist()
+    if grid == "trailing":
+        spacing = schedule.num_steps / count
+        return [round(schedule.num_steps - index * spacing) - 1 for index in range(count)]
+    log_snr = schedule.log_snr  # (T,), decreasing in t
+    start, end = max(log_snr[-1].item(), LOGSNR_MIN), log_snr[0].item()
+    if grid == "logsnr":
+        targets = torch.linspace(start, end, count, dtype=torch.float64)
+    else:
+        rho = 7.0
+        ramp = torch.linspace(0, 1, count, dtype=torch.float64)
+        sigma_max, sigma_min = math.exp(-start / rho), math.exp(-end / rho)  # σ^(1/ρ)
+        targets = -rho * torch.log(sigma_max + ramp * (sigma_min - sigma_max))
+    nearest = (log_snr[None, :] - targets[:, None]).abs().argmin(dim=1).tolist()
+    return _strictly_decreasing([last, *nearest[1:]], last)
 
 
 def _full(t: int, x: torch.Tensor) -> torch.Tensor:
@@ -167,6 +232,13 @@ def _progress(iterable, enabled: bool, name: str):
     return tqdm(iterable, desc=name, leave=False) if enabled else iterable
 
 
+def _alpha_sigma_lambda(schedule: NoiseSchedule, t: int) -> tuple[float, float, float]:
+    """Return α_t = √ᾱ_t, σ_t = √(1 − ᾱ_t) and λ_t = log(α_t/σ_t) as numbers."""
+    alpha_bar = schedule.alphas_cumprod[t].item()
+    alpha, sigma = math.sqrt(alpha_bar), math.sqrt(1 - alpha_bar)
+    return alpha, sigma, math.log(alpha / sigma)
+
+
 def ddpm_sample(
     denoise: Denoiser,
     schedule: NoiseSchedule,
@@ -174,7 +246,8 @@ def ddpm_sample(
     generator=None,
     progress: bool = False,
 ) -> torch.Tensor:
-    """Return x₀ by ancestral sampling through all T steps, x_{t−1} ~ q(x_{t−1} | x_t, x̂₀)."""
+    """Return x₀ by ancestral sampling through all T steps, x_{t−1} ~ q(x_{t−1} | x_t, x̂₀);
+    T network calls."""
     x = noise
     for t in _progress(range(schedule.num_steps - 1, -1, -1), progress, "DDPM"):
         tt = _full(t, x)
@@ -199,14 +272,15 @@ def ddim_sample(
     eta: float = 0.0,
     generator=None,
     progress: bool = False,
+    grid: str | None = None,
 ) -> torch.Tensor:
-    """Return x₀ after ``steps`` DDIM updates (Song et al., eq. 12); η=0 deterministic."""
+    """Return x₀ after DDIM updates (Song et al., eq. 12) through ``steps`` timesteps of
+    ``grid``: ``steps`` network calls, the last one's x̂₀ is the sample. η=0 deterministic."""
     x = noise
-    timesteps = _timesteps(schedule, steps)
+    timesteps = timestep_grid(schedule, steps, grid or DEFAULT_GRIDS["ddim"][schedule.kind])
     for index in _progress(range(len(timesteps)), progress, "DDIM"):
         t = timesteps[index]
-        tt = _full(t, x)
-        x0 = denoise(x, tt)
+        x0 = denoise(x, _full(t, x))
         alpha_bar = schedule.alphas_cumprod[t].item()
         alpha_bar_next = (
             schedule.alphas_cumprod[timesteps[index + 1]].item()
@@ -234,22 +308,27 @@ def dpm_solver_sample(
     noise: torch.Tensor,
     steps: int = 20,
     progress: bool = False,
+    grid: str | None = None,
 ) -> torch.Tensor:
-    """Return x₀ after ``steps`` DPM-Solver++(2M) updates (Lu et al., 2022, Algorithm 2).
+    """Return x₀ after DPM-Solver++(2M) (Lu et al., 2022, Algorithm 2) through ``steps``
+    timesteps of ``grid``: ``steps`` network calls.
 
     A second-order multistep solver of the diffusion ODE in x₀-prediction form, in
-    λ = log(α/σ), on a grid uniform in λ; the first step is first order (it is DDIM's),
-    and the result is the denoiser's x̂₀ at the last timestep (t = 0).
+    λ = log(α/σ); the first step is first order (DDIM's). The last call's x̂₀ is the
+    sample: the step from the last timestep to σ = 0 is first order, as diffusers'
+    ``lower_order_final`` makes it.
     """
-    timesteps = _logsnr_timesteps(schedule, steps + 1)
+    timesteps = timestep_grid(schedule, steps, grid or DEFAULT_GRIDS["dpm_solver"][schedule.kind])
     x = noise
     previous_x0, previous_h = None, None
-    for index in _progress(range(len(timesteps) - 1), progress, "DPM-Solver++"):
-        t, s = timesteps[index], timesteps[index + 1]
-        alpha_t, alpha_s = (schedule.alphas_cumprod[[t, s]].sqrt()).tolist()
-        sigma_t, sigma_s = ((1 - schedule.alphas_cumprod[[t, s]]).sqrt()).tolist()
-        h = math.log(alpha_s / sigma_s) - math.log(alpha_t / sigma_t)  # λ_s − λ_t > 0
+    for index in _progress(range(len(timesteps)), progress, "DPM-Solver++"):
+        t = timesteps[index]
         x0 = denoise(x, _full(t, x))
+        if index == len(timesteps) - 1:
+            return x0
+        alpha_t, sigma_t, lambda_t = _alpha_sigma_lambda(schedule, t)
+        alpha_s, sigma_s, lambda_s = _alpha_sigma_lambda(schedule, timesteps[index + 1])
+        h = lambda_s - lambda_t  # > 0
         if previous_x0 is None:
             direction = x0
         else:
@@ -257,10 +336,199 @@ def dpm_solver_sample(
             direction = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * previous_x0
         x = (sigma_s / sigma_t) * x - alpha_s * math.expm1(-h) * direction
         previous_x0, previous_h = x0, h
-    return denoise(x, _full(timesteps[-1], x))
+    return x  # not reached: the loop returns the last call's x̂₀
 
 
-SAMPLERS = ("ddpm", "ddim", "dpm_solver")
+def _unipc_coefficients(ratios: list[float], h: float, corrector: bool) -> list[float]:
+    """Return UniPC's weights of the divided differences (Zhao et al., 2023, Algorithm 2 with
+    B(h) = e^{−h} − 1, "bh2"), for x₀-prediction: ``ratios`` r_k = (λ_{s_k} − λ_s)/h of the
+    earlier calls, the corrector's list ending with the new call's 1."""
+    hh = -h
+    phi = math.expm1(hh) / hh - 1  # h·φ₂(h)/h, then the higher φ's in turn
+    b_h = math.expm1(hh)
+    rows, rhs, factorial = [], [], 1
+    for order in range(1, len(ratios) + 1):
+        rows.append([r ** (order - 1) for r in ratios])
+        rhs.append(phi * factorial / b_h)
+        factorial *= order + 1
+        phi = phi / hh - 1 / factorial
+    if corrector:
+        if len(ratios) == 1:
+            return [0.5]
+        matrix, vector = rows, rhs
+    else:
+        if len(ratios) == 2:
+            return [0.5]
+        matrix, vector = [row[:-1] for row in rows[:-1]], rhs[:-1]
+    solution = torch.linalg.solve(
+        torch.tensor(matrix, dtype=torch.float64), torch.tensor(vector, dtype=torch.float64)
+    )
+    return solution.tolist()
+
+
+def unipc_sample(
+    denoise: Denoiser,
+    schedule: NoiseSchedule,
+    noise: torch.Tensor,
+    steps: int = 20,
+    progress: bool = False,
+    grid: str | None = None,
+    order: int = 3,
+) -> torch.Tensor:
+    """Return x₀ after UniPC (Zhao et al., 2023) through ``steps`` timesteps of ``grid``:
+    ``steps`` network calls.
+
+    Each step predicts with a multistep formula of ``order`` (UniP, lower at the first
+    steps and the last two, as diffusers' ``lower_order_final``), then, once the network
+    has been called at the predicted point, corrects it with that call (UniC): the
+    corrector raises the order by one and costs no call. x₀-prediction form, B(h) =
+    e^{−h} − 1 ("bh2"); the last call's x̂₀ is the sample.
+    """
+    timesteps = timestep_grid(schedule, steps, grid or DEFAULT_GRIDS["unipc"][schedule.kind])
+    nodes = [_alpha_sigma_lambda(schedule, t) for t in timesteps]  # (α, σ, λ) per call
+    outputs: list[torch.Tensor] = []  # x̂₀ of each call
+
+    def update(x_start: torch.Tensor, index: int, step_order: int, new_x0=None) -> torch.Tensor:
+        # From timestep index to index + 1 with the step_order − 1 calls before index;
+        # new_x0 (the call at index + 1) turns the predictor into the corrector.
+        (_, sigma_s, lambda_s), (alpha_t, sigma_t, lambda_t) = nodes[index], nodes[index + 1]
+        h = lambda_t - lambda_s
+        x0 = outputs[index]
+        ratios = [(nodes[index - k][2] - lambda_s) / h for k in range(1, step_order)]
+        differences = [(outputs[index - k] - x0) / r for k, r in enumerate(ratios, start=1)]
+        x = (sigma_t / sigma_s) * x_start - alpha_t * math.expm1(-h) * x0
+        scale = alpha_t * math.expm1(-h)
+        if new_x0 is None:
+            if differences:
+                weights = _unipc_coefficients([*ratios, 1.0], h, corrector=False)
+                x = x - scale * sum(w * d for w, d in zip(weights, differences, strict=True))
+            return x
+        weights = _unipc_coefficients([*ratios, 1.0], h, corrector=True)
+        correction = sum(w * d for w, d in zip(weights[:-1], differences, strict=True))
+        return x - scale * (correction + weights[-1] * (new_x0 - x0))
+
+    x = noise
+    previous_x, previous_order = noise, 1
+    for index in _progress(range(len(timesteps)), progress, "UniPC"):
+        x0 = denoise(x, _full(timesteps[index], x))
+        if index > 0:  # UniC: correct the point just predicted with the call made there
+            outputs.append(x0)
+            x = update(previous_x, index - 1, previous_order, new_x0=x0)
+        else:
+            outputs.append(x0)
+        if index == len(timesteps) - 1:
+            return x0
+        step_order = min(order, index + 1, len(timesteps) - index)
+        previous_x, previous_order = x, step_order
+        x = update(x, index, step_order)
+    return x  # not reached: the loop returns the last call's x̂₀
+
+
+# diffusers' prediction_type for each kind of network output
+DIFFUSERS_PREDICTION = {"epsilon": "epsilon", "x0": "sample", "v": "v_prediction"}
+
+
+def diffusers_scheduler(
+    name: str, schedule: NoiseSchedule, prediction: str, config: dict[str, Any] | None = None
+):
+    """Return diffusers' scheduler class ``name`` on this schedule (its betas passed as
+    ``trained_betas``, so the noise levels are identical) for a ``prediction`` network.
+
+    ``config`` overrides the scheduler's own defaults (e.g. ``timestep_spacing``).
+    Raises ConfigError without diffusers, for a name that is not a diffusers scheduler,
+    and for one that cannot take a DDPM noise schedule.
+    """
+    try:
+        import diffusers
+    except ImportError:
+        raise ConfigError(
+            f'sampler=diffusers:{name} needs diffusers: pip install "zoo[diffusers]"'
+        ) from None
+    scheduler_class = getattr(diffusers, name, None)
+    if not (
+        isinstance(scheduler_class, type) and issubclass(scheduler_class, diffusers.SchedulerMixin)
+    ):
+        raise ConfigError(
+            f"diffusers has no scheduler {name!r}; pass a class name such as "
+            "sampler=diffusers:UniPCMultistepScheduler or diffusers:DPMSolverMultistepScheduler"
+        )
+    accepted = inspect.signature(scheduler_class.__init__).parameters
+    if "trained_betas" not in accepted or "prediction_type" not in accepted:
+        raise ConfigError(
+            f"diffusers:{name} does not take a DDPM noise schedule (trained_betas and "
+            "prediction_type); choose a DDPM scheduler, e.g. diffusers:UniPCMultistepScheduler"
+        )
+    options: dict[str, Any] = {
+        "num_train_timesteps": schedule.num_steps,
+        "trained_betas": schedule.betas.tolist(),
+        "prediction_type": DIFFUSERS_PREDICTION[prediction],
+    }
+    if "clip_sample" in accepted:
+        options["clip_sample"] = False  # zoo's clip= clips x̂₀ before the scheduler sees it
+    options.update(config or {})
+    return scheduler_class(**options)
+
+
+def _set_network_calls(scheduler, name: str, calls: int) -> None:
+    """Set the scheduler's timesteps so that sampling makes exactly ``calls`` network calls
+    (one per entry of ``timesteps``; Heun-type schedulers make two per step)."""
+    made = {}
+    for num_inference_steps in range(1, calls + 1):
+        try:
+            scheduler.set_timesteps(num_inference_steps)
+        except ValueError:  # a count the scheduler refuses (e.g. too few for its order)
+            continue
+        made[num_inference_steps] = len(scheduler.timesteps)
+        if made[num_inference_steps] == calls:
+            return
+    possible = sorted(set(made.values()))
+    raise ConfigError(
+        f"diffusers:{name} cannot make exactly steps={calls} network calls; "
+        f"it can make {', '.join(map(str, possible[-4:])) or 'none up to that'}"
+    )
+
+
+def diffusers_sample(
+    scheduler,
+    denoise: Denoiser,
+    schedule: NoiseSchedule,
+    noise: torch.Tensor,
+    steps: int,
+    prediction: str,
+    eta: float | None = None,
+    generator=None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Return x₀ after sampling with a diffusers scheduler (``diffusers_scheduler``) through
+    its ``set_timesteps``/``step`` API: ``steps`` network calls.
+
+    The denoiser's x̂₀ (with zoo's guidance and clipping) is handed to the scheduler as the
+    ``prediction`` its network would have made at that x_t, so every diffusers scheduler
+    drives a zoo model unchanged. ``eta`` goes to schedulers whose ``step`` takes it (DDIM).
+    """
+    name = type(scheduler).__name__
+    _set_network_calls(scheduler, name, steps)
+    step_options: dict[str, Any] = {}
+    accepted = inspect.signature(scheduler.step).parameters
+    if eta is not None:
+        if "eta" not in accepted:
+            raise ConfigError(
+                f"eta= is not an option of diffusers:{name}; DDIM schedulers take it (sampler=ddim)"
+            )
+        step_options["eta"] = eta
+    if "generator" in accepted:
+        step_options["generator"] = generator
+    x = noise * scheduler.init_noise_sigma
+    for t in _progress(scheduler.timesteps, progress, name):
+        x_t = scheduler.scale_model_input(x, t)  # the VP x_t the network expects
+        tt = torch.full((x.shape[0],), t.item(), device=x.device, dtype=t.dtype)
+        x0 = denoise(x_t, tt)
+        output = schedule.from_x0(prediction, x0, x_t, tt)
+        x = scheduler.step(output, t, x, **step_options).prev_sample
+    return x
+
+
+SAMPLERS = ("ddpm", "ddim", "dpm_solver", "unipc")
 
 
 # The LightningModule ---------------------------------------------------------------------------
@@ -290,7 +558,7 @@ class Diffusion(GenerativeModule):
         dropout: float = 0.1,
         conditional: bool = False,
         label_dropout: float = 0.1,
-        sampler: str = "dpm_solver",
+        sampler: str = "unipc",
         sampler_steps: int = 20,
         clip: str = "clip",
         bound_timesteps: int | None = None,
@@ -317,7 +585,12 @@ class Diffusion(GenerativeModule):
             raise ConfigError(
                 f"model.loss_weighting must be uniform or min_snr, got {loss_weighting!r}"
             )
-        self.check_sample_options(sampler, sampler_steps, clip)
+        if sampler != "ddpm" and not 1 <= sampler_steps <= num_steps:
+            raise ConfigError(
+                f"model.sampler_steps={sampler_steps} (network calls) must lie in "
+                f"1 … model.num_steps={num_steps}"
+            )
+        self.check_sample_options(sampler, None, num_steps, clip=clip)
         self.noise_schedule = NoiseSchedule(schedule, num_steps, beta_start, beta_end)
         self.num_classes = self.conditional_classes(conditional)
         self.unet = UNet(
@@ -332,11 +605,48 @@ class Diffusion(GenerativeModule):
         )
 
     @staticmethod
-    def check_sample_options(sampler: str, steps: int, clip: str) -> None:
-        if sampler not in SAMPLERS:
-            raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
-        if steps < 1:
-            raise ConfigError(f"steps must be at least 1, got {steps}")
+    def check_sample_options(
+        sampler: str,
+        steps: int | None,
+        num_steps: int,
+        grid: str | None = None,
+        eta: float | None = None,
+        clip: str = "clip",
+    ) -> None:
+        """Raise ConfigError, naming the fix, for sampler options that cannot work together.
+
+        ``steps`` counts network calls: 1 … T, and T or None (all T) for ``ddpm``.
+        """
+        if sampler not in SAMPLERS and not sampler.startswith("diffusers:"):
+            raise ConfigError(
+                f"sampler must be one of {', '.join(SAMPLERS)} or diffusers:<SchedulerClass>, "
+                f"got {sampler!r}"
+            )
+        if sampler == "ddpm":
+            if steps not in (None, num_steps):
+                raise ConfigError(
+                    f"sampler=ddpm makes all T={num_steps} network calls, got steps={steps}; "
+                    "for fewer use sampler=unipc, dpm_solver or ddim"
+                )
+        elif steps is not None and not 1 <= steps <= num_steps:
+            raise ConfigError(
+                f"steps counts network calls and must lie in 1 … {num_steps}, got {steps}"
+            )
+        if grid is not None:
+            if sampler == "ddpm" or sampler.startswith("diffusers:"):
+                raise ConfigError(
+                    f"grid= applies to ddim, dpm_solver and unipc; sampler={sampler} "
+                    "spaces its timesteps itself"
+                )
+            if grid not in GRIDS:
+                raise ConfigError(f"grid must be one of {', '.join(GRIDS)}, got {grid!r}")
+        if eta is not None:
+            if sampler != "ddim" and not sampler.startswith("diffusers:"):
+                raise ConfigError(f"eta= is DDIM's noise level; sampler={sampler} ignores it")
+            if not 0 <= eta <= 1:
+                raise ConfigError(
+                    f"eta must lie in 0 (deterministic DDIM) … 1 (ancestral), got {eta}"
+                )
         if clip not in ("none", "clip", "dynamic"):
             raise ConfigError(f"clip must be none, clip or dynamic, got {clip!r}")
 
@@ -479,33 +789,72 @@ class Diffusion(GenerativeModule):
         labels: list[int] | int | None = None,
         sampler: str | None = None,
         steps: int | None = None,
-        eta: float = 0.0,
-        guidance: float = 1.0,
+        grid: str | None = None,
+        eta: float | None = None,
+        guidance: float | None = None,
         clip: str | None = None,
         progress: bool = False,
     ) -> torch.Tensor:
         """Return images (N, C, H, W) in [-1, 1]; the sampler and its steps default to the config's.
 
-        ``labels`` (one or N class ids) condition a class-conditional model; ``guidance``
-        is the classifier-free guidance scale; ``eta`` is DDIM's noise level.
+        ``steps`` is the number of network calls (``ddpm``: all T); ``grid`` places them
+        (GRIDS; default per sampler and schedule, DEFAULT_GRIDS); ``sampler`` may name any
+        diffusers scheduler as ``diffusers:<Class>``. ``labels`` (one or N class ids)
+        condition a class-conditional model; ``guidance`` is the classifier-free guidance
+        scale with them; ``eta`` is DDIM's noise level. The calls made are left in
+        ``last_network_calls`` (one call runs the UNet once, on a doubled batch with
+        guidance). Raises ConfigError for options that cannot work (check_sample_options).
         """
         sampler = sampler or self.hparams.sampler
-        steps = steps or self.hparams.sampler_steps
+        schedule = self.noise_schedule
+        if steps is None and sampler != "ddpm":
+            steps = self.hparams.sampler_steps
         clip = clip or self.hparams.clip
-        self.check_sample_options(sampler, steps, clip)
+        self.check_sample_options(sampler, steps, schedule.num_steps, grid, eta, clip)
+        if guidance is not None and guidance != 1.0 and labels is None:
+            raise ConfigError(
+                f"guidance={guidance} steers towards asked labels: pass labels= (a "
+                "class-conditional model, trained with model.conditional=true)"
+            )
         labels = (  # asked labels are checked, even against an unconditional model
             self.sample_labels(labels, num_samples)
             if labels is not None
             else self._labels_or_unconditional(None, num_samples)
         )
-        denoise = self.denoiser(labels, guidance if labels is not None else 1.0, clip)
+        denoise = self.denoiser(labels, 1.0 if guidance is None else guidance, clip)
+        calls = 0
+
+        def counted(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            nonlocal calls
+            calls += 1
+            return denoise(x_t, t)
+
         shape = (num_samples, *self.spec.shape)
         noise = torch.randn(shape, generator=generator, device=self.device)
-        schedule = self.noise_schedule
         if sampler == "ddpm":
-            images = ddpm_sample(denoise, schedule, noise, generator, progress)
+            images = ddpm_sample(counted, schedule, noise, generator, progress)
         elif sampler == "ddim":
-            images = ddim_sample(denoise, schedule, noise, steps, eta, generator, progress)
+            images = ddim_sample(
+                counted, schedule, noise, steps, eta or 0.0, generator, progress, grid
+            )
+        elif sampler == "dpm_solver":
+            images = dpm_solver_sample(counted, schedule, noise, steps, progress, grid)
+        elif sampler == "unipc":
+            images = unipc_sample(counted, schedule, noise, steps, progress, grid)
         else:
-            images = dpm_solver_sample(denoise, schedule, noise, steps, progress)
+            scheduler = diffusers_scheduler(
+                sampler.removeprefix("diffusers:"), schedule, self.hparams.prediction
+            )
+            images = diffusers_sample(
+                scheduler,
+                counted,
+                schedule,
+                noise,
+                steps,
+                self.hparams.prediction,
+                eta,
+                generator,
+                progress,
+            )
+        self.last_network_calls = calls
         return images.clamp(-1, 1)
