@@ -1,15 +1,18 @@
-"""Speed and quality of each diffusion sampler from one checkpoint, on the digits.
+"""FID against network calls for each diffusion sampler, from one checkpoint.
 
     python bench/diffusion_samplers.py CKPT [--num-samples 1000] [--judge judges/digits.ckpt]
 
-For DDPM with all T steps, DDIM at 50 and 20 steps and DPM-Solver++(2M) at 20 and
-10 steps: images/s on this machine, and the quality of the same number of samples
-(same seed) — FID/KID/precision/recall/classes in the judge's feature space
-(zoo's evaluation) and the mean confidence of the independent scikit-learn SVM of
-bench/judge_digits.py.
+For DDPM with all T calls, zoo's UniPC, DPM-Solver++(2M) and DDIM at 5-50 calls, and
+diffusers' schedulers driving the same model through ``sampler=diffusers:<Class>`` (when
+diffusers is installed): the network calls each made (counted by the model), images/s on
+this machine, FID as a multiple of DDPM's, and the quality of the same number of samples
+(same seed) — FID/KID/precision/recall/classes in the judge's feature space (zoo's
+evaluation) and the mean confidence of the independent scikit-learn SVM of
+bench/judge_digits.py. The data set (digits, mnist5k, …) is the checkpoint's own.
 """
 
 import argparse
+import importlib.util
 import time
 
 import torch
@@ -18,7 +21,21 @@ from judge_digits import fit_judge, judge
 from zoo.checkpoints import datamodule_from_checkpoint, load_checkpoint, model_from_checkpoint
 from zoo.evaluation import Evaluation
 
-SETTINGS = [("ddpm", None), ("ddim", 50), ("ddim", 20), ("dpm_solver", 20), ("dpm_solver", 10)]
+SETTINGS = [
+    ("ddpm", None),
+    ("unipc", 20),
+    ("unipc", 10),
+    ("unipc", 5),
+    ("dpm_solver", 20),
+    ("dpm_solver", 10),
+    ("ddim", 50),
+    ("ddim", 20),
+    ("diffusers:UniPCMultistepScheduler", 20),
+    ("diffusers:UniPCMultistepScheduler", 10),
+    ("diffusers:DPMSolverMultistepScheduler", 20),
+    ("diffusers:DPMSolverMultistepScheduler", 10),
+    ("diffusers:DDIMScheduler", 50),
+]
 
 
 def main() -> None:
@@ -38,11 +55,17 @@ def main() -> None:
     svm, _, _ = fit_judge()
     print(f"torch threads: {torch.get_num_threads()}, {arguments.num_samples} samples each, seed 0")
     header = (
-        "| sampler | steps | images/s | FID | KID | precision | recall | classes | SVM confidence |"
+        "| sampler | network calls | images/s | FID | FID ÷ DDPM's | KID | precision | recall "
+        "| classes | SVM confidence |"
     )
     print(header)
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    ddpm_fid = None
+    has_diffusers = importlib.util.find_spec("diffusers") is not None
     for sampler, steps in SETTINGS:
+        if sampler.startswith("diffusers:") and not has_diffusers:
+            print(f"| {sampler} | {steps} | (diffusers not installed) |||||||| ")
+            continue
         generator = torch.Generator().manual_seed(0)
         start = time.perf_counter()
         images = torch.cat(
@@ -60,12 +83,12 @@ def main() -> None:
         scores = evaluation.judge_images(images, datamodule, model.data_record)
         pixels = ((images.reshape(len(images), -1).numpy() + 1) / 2 * 16).clip(0, 16)
         svm_scores = judge(svm, pixels)
-        shown_steps = steps or model.noise_schedule.num_steps
+        ddpm_fid = ddpm_fid or (scores["fid"] if sampler == "ddpm" else None)
+        ratio = f"{scores['fid'] / ddpm_fid:.2f}" if ddpm_fid else "–"
         print(
-            f"| {sampler} | {shown_steps} | {rate:.1f} | {scores['fid']:.3g} | "
-            f"{scores['kid']:.3g} | {scores['precision']:.3f} | {scores['recall']:.3f} | "
-            f"{scores['classes']} | "
-            f"{svm_scores['confidence']:.3f} |",
+            f"| {sampler} | {model.last_network_calls} | {rate:.1f} | {scores['fid']:.3g} | "
+            f"{ratio} | {scores['kid']:.3g} | {scores['precision']:.3f} | "
+            f"{scores['recall']:.3f} | {scores['classes']} | {svm_scores['confidence']:.3f} |",
             flush=True,
         )
 

@@ -238,12 +238,15 @@ class Evaluation:
         self, model: GenerativeModule, datamodule: L.LightningDataModule
     ) -> dict[str, float]:
         """Return the sample-quality metrics of ``num_samples`` fresh samples of ``model`` (drawn
-        with ``seed``), and the images per second it drew them at."""
+        with ``seed``), the images per second it drew them at, and the network calls each
+        took for families that count them (``last_network_calls``)."""
         images, seconds = draw_samples(
             model, self.num_samples, seed=self.seed, batch_size=self.batch_size
         )
         results = self.judge_images(images, datamodule, model.data_record, model.device)
         results["samples_per_second"] = self.num_samples / max(seconds, 1e-9)
+        if getattr(model, "last_network_calls", None) is not None:  # per sample (diffusion)
+            results["network_calls"] = float(model.last_network_calls)
         return results
 
 

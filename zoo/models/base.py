@@ -37,6 +37,8 @@ a ``conf/experiment/<family>_<data>.yaml`` and a ``tests/test_<family>.py``.
 - ``reconstruct(x)``: data → reconstructions; the sample writer then adds a grid of
   data and reconstructions.
 - a ``progress`` keyword of ``sample``: sample.py turns on a progress bar.
+- ``last_network_calls``: the network calls per sample of the last ``sample`` call
+  (diffusion); sample.py and the evaluation report it as ``network_calls``.
 - ``num_classes`` (set through :meth:`conditional_classes`): class-conditional sampling
   with ``labels=``; :meth:`batch_labels` and :meth:`sample_labels` give the labels.
 - ``parameter_groups()`` and ``optimizer_options()``: decay groups, fused kernels.

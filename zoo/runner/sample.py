@@ -104,10 +104,14 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
             **{f"{unit}_per_second": round(cfg.num_samples / max(seconds, 1e-9), 2)},
             **written,
         )
+        if getattr(model, "last_network_calls", None) is not None:  # families that count them
+            result["network_calls"] = model.last_network_calls
     if cfg.get("evaluate"):
         metrics = _evaluate_checkpoint(model, checkpoint, images, cfg, device)
+        drawn_with = {k: result[k] for k in ("network_calls",) if k in result}
         evaluation_path = write_json(
-            output_dir / "evaluation.json", {"checkpoint": str(cfg.ckpt_path), **metrics}
+            output_dir / "evaluation.json",
+            {"checkpoint": str(cfg.ckpt_path), **drawn_with, **metrics},
         )
         result.update(metrics, evaluation=str(evaluation_path))
     return result
