@@ -1,6 +1,6 @@
 """Sampler accuracy at equal network calls on Gaussian data, zoo against diffusers.
 
-    python bench/diffusion_gaussian.py [--data-std 0.5] [--logsnr-min-sweep]
+    python bench/diffusion_gaussian.py [--data-std 0.5] [--logsnr-min-sweep | --five-call-search]
 
 Data x₀ ~ N(0, s²) in every dimension (s = 0.5) has the exact denoiser
 E[x₀ | x_t] = α s² x_t / (α² s² + σ²), and its probability-flow ODE is linear: it
@@ -14,6 +14,7 @@ network calls (each counted from outside); the diffusers schedulers run on zoo's
 """
 
 import argparse
+import itertools
 import math
 
 import torch
@@ -25,6 +26,7 @@ from zoo.models.diffusion import (
     diffusers_sample,
     diffusers_scheduler,
     dpm_solver_sample,
+    timestep_grid,
     unipc_sample,
 )
 
@@ -156,16 +158,51 @@ def logsnr_min_sweep(std: float) -> None:
                 print(f"| {kind} | {value} | {sampler} | {cells} |", flush=True)
 
 
+def five_call_search(std: float) -> None:
+    """Print how much a 5-call sample's error depends on where its three free calls fall:
+    every grid T−1, λ₁ > …, 0 with λ₁, λ₂, λ₃ on a lattice of step 0.25 in [−4, 4.75]."""
+    noise = torch.randn(64, 1, 2, 2, generator=torch.Generator().manual_seed(0)).double()
+    lattice = [step / 4 for step in range(-16, 20)]
+    print("\n| schedule | sampler | grids | smallest error | median | largest |")
+    print("|---|---|---|---|---|---|")
+    for kind in ("linear", "cosine"):
+        schedule = NoiseSchedule(kind, 1000)
+        exact = exact_sample(schedule, noise, std)
+        grids = set()
+        for lambdas in itertools.combinations(lattice, 3):
+            nearest = [int((schedule.log_snr - value).abs().argmin()) for value in lambdas]
+            grid = (999, *sorted(nearest, reverse=True), 0)
+            if len(set(grid)) == 5:
+                grids.add(grid)
+        for sampler in ("dpm_solver", "unipc"):
+            errors = []
+            for grid in sorted(grids):
+                diffusion.timestep_grid = lambda schedule, count, name, grid=grid: list(grid)
+                denoise = gaussian_denoiser(schedule, std)
+                images = ZOO[sampler](denoise, schedule, noise, steps=5)
+                errors.append(relative_error(images, exact))
+            diffusion.timestep_grid = timestep_grid
+            errors.sort()
+            print(
+                f"| {kind} | {sampler} | {len(errors)} | {errors[0]:.2g} | "
+                f"{errors[len(errors) // 2]:.2g} | {errors[-1]:.2g} |",
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data-std", type=float, default=0.5)
     parser.add_argument("--logsnr-min-sweep", action="store_true")
+    parser.add_argument("--five-call-search", action="store_true")
     arguments = parser.parse_args()
     from diffusers.utils import logging as diffusers_logging
 
     diffusers_logging.set_verbosity_error()  # its notes on adjusted configurations
     if arguments.logsnr_min_sweep:
         logsnr_min_sweep(arguments.data_std)
+    elif arguments.five_call_search:
+        five_call_search(arguments.data_std)
     else:
         table(arguments.data_std)
 
