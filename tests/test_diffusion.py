@@ -322,6 +322,33 @@ def test_dpm_solver_equals_diffusers_dpm_solver_plus_plus_2m_on_the_same_timeste
     assert ours == pytest.approx(gaussian_error(schedule, reference), rel=1e-4)
 
 
+@pytest.mark.parametrize("kind", ["linear", "cosine"])
+def test_unipc_equals_diffusers_unipc_of_order_three_on_the_same_timesteps(kind):
+    diffusers = pytest.importorskip("diffusers")
+    schedule = NoiseSchedule(kind, num_steps=1000)
+    timesteps = timestep_grid(schedule, 10, "logsnr")
+    scheduler = diffusers.UniPCMultistepScheduler(
+        num_train_timesteps=1000,
+        trained_betas=schedule.betas.tolist(),
+        prediction_type="sample",
+        solver_order=3,
+    )
+    scheduler.set_timesteps(10)  # then our timesteps: UniPC's set_timesteps takes no list
+    alphas_cumprod = schedule.alphas_cumprod[timesteps]
+    scheduler.timesteps = torch.tensor(timesteps)
+    scheduler.sigmas = torch.cat([((1 - alphas_cumprod) / alphas_cumprod).sqrt(), torch.zeros(1)])
+    scheduler.sigmas = scheduler.sigmas.float()
+
+    def reference(denoise, noise):
+        x = noise
+        for t in scheduler.timesteps:
+            x = scheduler.step(denoise(x, torch.full((len(x),), int(t))), t, x).prev_sample
+        return x
+
+    ours = gaussian_error(schedule, lambda d, noise: unipc_sample(d, schedule, noise, 10))
+    assert ours == pytest.approx(gaussian_error(schedule, reference), rel=1e-3, abs=1e-6)
+
+
 @pytest.mark.parametrize("prediction", ["epsilon", "x0", "v"])
 def test_a_zoo_model_through_diffusers_ddim_equals_zoos_ddim(prediction):
     # DDIM on trailing timesteps is the same algorithm in both libraries: equal samples show

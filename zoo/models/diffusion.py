@@ -1,14 +1,14 @@
-"""Diffusion: DDPM training with a UNet, DDPM/DDIM/DPM-Solver++ samplers, classifier-free
-guidance and the variational bound in bits/dim.
+"""Diffusion: DDPM training with a UNet, DDPM/DDIM/DPM-Solver++/UniPC samplers (and any
+diffusers scheduler), classifier-free guidance and the variational bound in bits/dim.
 
 Ho et al. (2020, DDPM); Nichol & Dhariwal (2021, improved DDPM: cosine schedule);
-Song et al. (2021, DDIM); Lu et al. (2022, DPM-Solver++); Ho & Salimans (2022,
-classifier-free guidance); Hang et al. (2023, min-SNR-γ weighting).
+Song et al. (2021, DDIM); Lu et al. (2022, DPM-Solver++); Zhao et al. (2023, UniPC);
+Ho & Salimans (2022, classifier-free guidance); Hang et al. (2023, min-SNR-γ weighting).
 
-The noise schedule and the samplers are plain math with no weights
-(``NoiseSchedule``, ``ddpm_sample``, ``ddim_sample``, ``dpm_solver_sample``): each
-sampler only calls a function ``x_t, t ↦ x̂₀``, so one trained network serves them all.
-"""
+The noise schedule and the samplers are plain math with no weights (``NoiseSchedule``,
+``timestep_grid``, ``ddpm_sample``, ``ddim_sample``, ``dpm_solver_sample``,
+``unipc_sample``, ``diffusers_sample``): each sampler only calls a function
+``x_t, t ↦ x̂₀``, exactly ``steps`` times, so one trained network serves them all."""
 
 from __future__ import annotations
 
@@ -162,7 +162,8 @@ GRIDS = ("time_uniform", "trailing", "logsnr", "karras")
 # λ ≈ −2.5 (SNR < 1/150) the denoiser's answer barely moves, so one step from T−1 crosses
 # it; the λ-uniform grid of DPM-Solver would otherwise spend its calls in the cosine
 # schedule's plunge at t ≥ 990 (λ falls from −5 to −10 there because β is clipped at 0.999).
-# The value is the most accurate of those measured by bench/diffusion_gaussian.py.
+# The value is the most accurate across data scales of those measured by
+# bench/diffusion_gaussian.py --logsnr-min-sweep (bench/RESULTS.md).
 LOGSNR_MIN = -2.5
 
 # The grid each sampler uses unless told, per schedule: the most accurate measured on
@@ -378,8 +379,8 @@ def unipc_sample(
     """Return x₀ after UniPC (Zhao et al., 2023) through ``steps`` timesteps of ``grid``:
     ``steps`` network calls.
 
-    Each step predicts with a multistep formula of ``order`` (UniP, lower at the first
-    steps and the last two, as diffusers' ``lower_order_final``), then, once the network
+    Each step predicts with a multistep formula of ``order`` (UniP; lower at the first
+    steps, and 2 into the last timestep as diffusers' ``lower_order_final``), then, once the network
     has been called at the predicted point, corrects it with that call (UniC): the
     corrector raises the order by one and costs no call. x₀-prediction form, B(h) =
     e^{−h} − 1 ("bh2"); the last call's x̂₀ is the sample.
@@ -411,13 +412,11 @@ def unipc_sample(
     previous_x, previous_order = noise, 1
     for index in _progress(range(len(timesteps)), progress, "UniPC"):
         x0 = denoise(x, _full(timesteps[index], x))
-        if index > 0:  # UniC: correct the point just predicted with the call made there
-            outputs.append(x0)
-            x = update(previous_x, index - 1, previous_order, new_x0=x0)
-        else:
-            outputs.append(x0)
+        outputs.append(x0)
         if index == len(timesteps) - 1:
             return x0
+        if index > 0:  # UniC: correct the point just predicted with the call made there
+            x = update(previous_x, index - 1, previous_order, new_x0=x0)
         step_order = min(order, index + 1, len(timesteps) - index)
         previous_x, previous_order = x, step_order
         x = update(x, index, step_order)
