@@ -591,6 +591,7 @@ class Diffusion(GenerativeModule):
             )
         self.check_sample_options(sampler, None, num_steps, clip=clip)
         self.noise_schedule = NoiseSchedule(schedule, num_steps, beta_start, beta_end)
+        self.last_network_calls: int | None = None  # set by each sample() call
         self.num_classes = self.conditional_classes(conditional)
         self.unet = UNet(
             tuple(self.spec.shape),
