@@ -301,6 +301,19 @@ def test_each_sampler_error_never_grows_with_more_calls(kind):
     assert dpm < ddim / 8 and unipc < dpm / 20
 
 
+def stepping(scheduler):
+    """Return a sampler that steps a diffusers scheduler (prediction_type "sample") through
+    its timesteps as they stand."""
+
+    def sample(denoise, noise):
+        x = noise
+        for t in scheduler.timesteps:
+            x = scheduler.step(denoise(x, torch.full((len(x),), int(t))), t, x).prev_sample
+        return x
+
+    return sample
+
+
 def test_dpm_solver_equals_diffusers_dpm_solver_plus_plus_2m_on_the_same_timesteps():
     diffusers = pytest.importorskip("diffusers")
     schedule = NoiseSchedule("cosine", num_steps=1000)
@@ -312,14 +325,8 @@ def test_dpm_solver_equals_diffusers_dpm_solver_plus_plus_2m_on_the_same_timeste
     )
     scheduler.set_timesteps(timesteps=timesteps)
 
-    def reference(denoise, noise):
-        x = noise
-        for t in scheduler.timesteps:
-            x = scheduler.step(denoise(x, torch.full((len(x),), int(t))), t, x).prev_sample
-        return x
-
     ours = gaussian_error(schedule, lambda d, noise: dpm_solver_sample(d, schedule, noise, 10))
-    assert ours == pytest.approx(gaussian_error(schedule, reference), rel=1e-4)
+    assert ours == pytest.approx(gaussian_error(schedule, stepping(scheduler)), rel=1e-4)
 
 
 @pytest.mark.parametrize("kind", ["linear", "cosine"])
@@ -339,14 +346,8 @@ def test_unipc_equals_diffusers_unipc_of_order_three_on_the_same_timesteps(kind)
     scheduler.sigmas = torch.cat([((1 - alphas_cumprod) / alphas_cumprod).sqrt(), torch.zeros(1)])
     scheduler.sigmas = scheduler.sigmas.float()
 
-    def reference(denoise, noise):
-        x = noise
-        for t in scheduler.timesteps:
-            x = scheduler.step(denoise(x, torch.full((len(x),), int(t))), t, x).prev_sample
-        return x
-
     ours = gaussian_error(schedule, lambda d, noise: unipc_sample(d, schedule, noise, 10))
-    assert ours == pytest.approx(gaussian_error(schedule, reference), rel=1e-3, abs=1e-6)
+    assert ours == pytest.approx(gaussian_error(schedule, stepping(scheduler)), rel=1e-3, abs=1e-6)
 
 
 @pytest.mark.parametrize("prediction", ["epsilon", "x0", "v"])
