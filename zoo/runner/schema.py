@@ -117,7 +117,7 @@ RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "top_p": (lambda p: 0 < p <= 1, "a number in (0, 1]"),
     "temperature": (_non_negative, "a number >= 0"),
     "steps": (_positive, "a positive integer"),
-    "eta": (_non_negative, "a number >= 0"),
+    "eta": (lambda eta: 0 <= eta <= 1, "a number in [0, 1]"),
     "truncation": (lambda t: t > 0, "a number > 0"),
     "interpolate": (lambda s: s >= 2, "an integer >= 2"),
     # train.py
