@@ -8,7 +8,8 @@ diffusers is installed): the network calls each made (counted by the model), ima
 this machine, FID as a multiple of DDPM's, and the quality of the same number of samples
 (same seed) — FID/KID/precision/recall/classes in the judge's feature space (zoo's
 evaluation) and the mean confidence of the independent scikit-learn SVM of
-bench/judge_digits.py. The data set (digits, mnist5k, …) is the checkpoint's own.
+bench/judge_digits.py (8×8 digits only). The data set (digits, mnist5k, …) is the
+checkpoint's own; pass that data set's judge with --judge (judges/<data set>.ckpt).
 """
 
 import argparse
@@ -52,7 +53,7 @@ def main() -> None:
     model = model_from_checkpoint(checkpoint)
     datamodule = datamodule_from_checkpoint(checkpoint)
     evaluation = Evaluation(classifier_ckpt=arguments.judge, cache_dir=".cache/zoo")
-    svm, _, _ = fit_judge()
+    svm = fit_judge()[0] if tuple(model.spec.shape) == (1, 8, 8) else None  # digits only
     print(f"torch threads: {torch.get_num_threads()}, {arguments.num_samples} samples each, seed 0")
     header = (
         "| sampler | network calls | images/s | FID | FID ÷ DDPM's | KID | precision | recall "
@@ -81,18 +82,21 @@ def main() -> None:
         )
         rate = arguments.num_samples / (time.perf_counter() - start)
         scores = evaluation.judge_images(images, datamodule, model.data_record)
-        pixels = ((images.reshape(len(images), -1).numpy() + 1) / 2 * 16).clip(0, 16)
-        svm_scores = judge(svm, pixels)
+        if svm is not None:
+            pixels = ((images.reshape(len(images), -1).numpy() + 1) / 2 * 16).clip(0, 16)
+            svm_confidence = f"{judge(svm, pixels)['confidence']:.3f}"
+        else:
+            svm_confidence = "–"
         ddpm_fid = ddpm_fid or (scores["fid"] if sampler == "ddpm" else None)
         ratio = f"{scores['fid'] / ddpm_fid:.2f}" if ddpm_fid else "–"
         print(
             f"| {sampler} | {model.last_network_calls} | {rate:.1f} | {scores['fid']:.3g} | "
             f"{ratio} | {scores['kid']:.3g} | {scores['precision']:.3f} | "
-            f"{scores['recall']:.3f} | {scores['classes']} | {svm_scores['confidence']:.3f} |",
+            f"{scores['recall']:.3f} | {scores['classes']} | {svm_confidence} |",
             flush=True,
         )
 
-    if model.num_classes:
+    if model.num_classes and svm is not None:
         guided_labels(model, svm, arguments.judge)
 
 
