@@ -31,6 +31,7 @@ from zoo.metrics.sample_quality import (
     kernel_inception_distance,
     label_statistics,
     mean_and_covariance,
+    metrics_for_sample_count,
     precision_recall_density_coverage,
 )
 from zoo.models import GenerativeModule
@@ -196,22 +197,28 @@ class Evaluation:
     # Scoring ----------------------------------------------------------------------------
 
     def score(self, images: torch.Tensor, judge: Judge, real: torch.Tensor) -> dict[str, float]:
-        """Return the metrics of generated ``images`` (N, C, H, W) against real features (M, D)."""
+        """Return the metrics of generated ``images`` (N, C, H, W) against real features (M, D);
+        a metric the sets are too small for is skipped with a warning saying how many it needs."""
         fake, probabilities = judge(images, self.batch_size)
+        metrics, warnings = metrics_for_sample_count(
+            self.metrics, len(fake), len(real), real.shape[1], self.nearest_neighbours
+        )
+        for warning in warnings:
+            log.warning(warning)
         generator = torch.Generator().manual_seed(self.seed)
         results: dict[str, float] = {}
-        if "fid" in self.metrics:
+        if "fid" in metrics:
             results["fid"] = frechet_distance(
                 *mean_and_covariance(real), *mean_and_covariance(fake)
             )
-        if "kid" in self.metrics:
+        if "kid" in metrics:
             kid, kid_std = kernel_inception_distance(
                 real, fake, num_subsets=self.kid_subsets, generator=generator
             )
             results.update(kid=kid, kid_std=kid_std)
-        if "precision_recall" in self.metrics:
+        if "precision_recall" in metrics:
             results.update(precision_recall_density_coverage(real, fake, k=self.nearest_neighbours))
-        if "labels" in self.metrics:
+        if "labels" in metrics:
             results.update(label_statistics(probabilities))
         return results
 
@@ -228,10 +235,19 @@ class Evaluation:
         Raises JudgeMissingError (saying how to train one) when there is no judge.
         """
         judge = self.load_judge(data_record["name"], device)
-        results = self.score(images, judge, self.real_features(judge, datamodule, data_record))
+        real = self.real_features(judge, datamodule, data_record)
+        results = self.score(images, judge, real)
         if self.inception_weights:
-            real_images = split_images(source_of(datamodule), self.reference_split)
-            results["inception_fid"] = inception_fid(images, real_images, self.inception_weights)
+            runnable, warnings = metrics_for_sample_count(
+                ["inception_fid"], len(images), len(real), 0, 0
+            )
+            for warning in warnings:
+                log.warning(warning)
+            if runnable:
+                real_images = split_images(source_of(datamodule), self.reference_split)
+                results["inception_fid"] = inception_fid(
+                    images, real_images, self.inception_weights
+                )
         return results
 
     def evaluate_model(

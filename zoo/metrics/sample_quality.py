@@ -20,10 +20,16 @@ def mean_and_covariance(features: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return mean, centered.T @ centered / (len(features) - 1)
 
 
-def _psd_sqrt(matrix: torch.Tensor) -> torch.Tensor:
-    """Return the symmetric square root of a symmetric positive semi-definite matrix."""
-    eigenvalues, eigenvectors = torch.linalg.eigh(matrix)
-    return (eigenvectors * eigenvalues.clamp(min=0).sqrt()) @ eigenvectors.T
+def _psd_factor(matrix: torch.Tensor) -> torch.Tensor:
+    """Return L (D, D) with L Lᵀ = ``matrix``, a symmetric positive semi-definite (D, D).
+
+    Eigenvalues within rounding of zero (below D·ε times the largest) are set to zero,
+    so a singular matrix keeps its exact rank instead of noise of size √ε.
+    """
+    eigenvalues, eigenvectors = torch.linalg.eigh((matrix + matrix.T) / 2)
+    floor = eigenvalues.abs().max() * len(eigenvalues) * torch.finfo(eigenvalues.dtype).eps
+    eigenvalues = torch.where(eigenvalues > floor, eigenvalues, torch.zeros_like(eigenvalues))
+    return eigenvectors * eigenvalues.sqrt()
 
 
 def frechet_distance(
@@ -32,19 +38,24 @@ def frechet_distance(
     mean_2: torch.Tensor,
     covariance_2: torch.Tensor,
 ) -> float:
-    """Return ‖μ1−μ2‖² + tr(Σ1 + Σ2 − 2(Σ1Σ2)^½): the Fréchet distance of two Gaussians.
+    """Return ‖μ1−μ2‖² + tr(Σ1 + Σ2 − 2(Σ1Σ2)^½) ≥ 0: the Fréchet distance of two Gaussians.
 
-    tr((Σ1Σ2)^½) is computed as tr((√Σ1 Σ2 √Σ1)^½), whose argument is symmetric
-    positive semi-definite, so eigenvalues stay real and singular covariances
-    (fewer samples than dimensions, dead features) need no regularising offset.
+    With Σ1 = L1 L1ᵀ and Σ2 = L2 L2ᵀ, tr((Σ1Σ2)^½) is the sum of the singular values of
+    L1ᵀ L2 (the eigenvalues of Σ1Σ2 are those of (L1ᵀL2)(L1ᵀL2)ᵀ). Singular values carry
+    an absolute error of order ε‖Σ‖, where square roots of eigenvalues near zero (a
+    singular covariance: fewer samples than dimensions, dead features) would carry √ε‖Σ‖
+    and could drive the distance below zero. What is left within rounding of zero,
+    |d| ≤ 10·D·ε·(tr Σ1 + tr Σ2), is reported as 0, so the distance of a set to itself is 0.
+    Mean and covariance come from :func:`mean_and_covariance`; float64 throughout.
     """
     mean_1, mean_2 = mean_1.double(), mean_2.double()
     covariance_1, covariance_2 = covariance_1.double(), covariance_2.double()
-    root_1 = _psd_sqrt(covariance_1)
-    middle = root_1 @ covariance_2 @ root_1
-    trace_of_root = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp(min=0).sqrt().sum()
-    distance = (mean_1 - mean_2).pow(2).sum() + covariance_1.trace() + covariance_2.trace()
-    return float(distance - 2 * trace_of_root)
+    factor_1, factor_2 = _psd_factor(covariance_1), _psd_factor(covariance_2)
+    trace_of_root = torch.linalg.svdvals(factor_1.T @ factor_2).sum()
+    traces = covariance_1.trace() + covariance_2.trace()
+    distance = float((mean_1 - mean_2).pow(2).sum() + traces - 2 * trace_of_root)
+    rounding = 10 * len(mean_1) * torch.finfo(torch.float64).eps * float(traces)
+    return distance if distance > rounding else 0.0
 
 
 def kernel_inception_distance(
@@ -80,6 +91,41 @@ def kernel_inception_distance(
     return float(estimates_tensor.mean()), spread
 
 
+def metrics_for_sample_count(
+    metrics: list[str], num_generated: int, num_real: int, feature_dim: int, k: int
+) -> tuple[list[str], list[str]]:
+    """Return the metrics that sets of these sizes can give, and a warning for each other one.
+
+    What each metric needs, in the generated and in the real set alike:
+    fid and kid: at least 2 samples (a covariance; an unbiased MMD² over pairs). FID is
+    also given a warning, not skipped, at ``feature_dim`` samples or fewer: the
+    covariance is then singular and FID biased upward; it needs more samples than
+    feature dimensions to mean much. precision_recall (with density and coverage): more
+    than ``k`` samples (each point's k-th nearest other point). inception_fid: 2.
+    labels: 1 generated sample. ``metrics`` names them as conf/evaluation's ``metrics``.
+    """
+    needs = {"fid": 2, "kid": 2, "precision_recall": k + 1, "labels": 1, "inception_fid": 2}
+    kept, warnings = [], []
+    for metric in metrics:
+        need = needs[metric]
+        have = (
+            num_generated if metric in ("labels", "inception_fid") else min(num_generated, num_real)
+        )
+        if have < need:
+            warnings.append(
+                f"{metric} skipped: it needs at least {need} samples in each set, got "
+                f"{num_generated} generated and {num_real} real; draw at least {need}"
+            )
+            continue
+        kept.append(metric)
+        if metric == "fid" and have <= feature_dim:
+            warnings.append(
+                f"fid from {have} samples in {feature_dim} feature dimensions is biased "
+                f"upward (a singular covariance): draw more than {feature_dim} samples"
+            )
+    return kept, warnings
+
+
 def _kth_neighbour_radii(features: torch.Tensor, k: int) -> torch.Tensor:
     """Return each point's distance to its k-th nearest other point in the same set, (N,)."""
     distances = torch.cdist(features, features)
@@ -95,9 +141,14 @@ def precision_recall_density_coverage(
     recall: share of real points inside some fake point's k-NN ball (diversity);
     density: mean number of real balls holding a fake point, over k (≈1 for matched sets);
     coverage: share of real balls that hold at least one fake point.
+    Raises ValueError unless both sets hold more than k points (k ≥ 1).
     """
+    if not k < min(len(real), len(fake)):
+        raise ValueError(
+            f"precision/recall with k={k} need more than {k} points in each set, got "
+            f"{len(real)} real and {len(fake)} generated"
+        )
     real, fake = real.double(), fake.double()
-    k = min(k, len(real) - 1, len(fake) - 1)
     real_radii = _kth_neighbour_radii(real, k)  # (N_real,)
     fake_radii = _kth_neighbour_radii(fake, k)  # (N_fake,)
     between = torch.cdist(real, fake)  # (N_real, N_fake)
