@@ -1,6 +1,7 @@
 """Rank runs: ``python leaderboard.py outputs --sort test/fid`` (see README.md)."""
 
 import argparse
+import logging
 import sys
 
 from zoo.errors import ZooError
@@ -15,6 +16,8 @@ def main() -> None:
     parser.add_argument("--sort", default="test/fid", help="metric to rank by (default: test/fid)")
     parser.add_argument("--out", default=None, help="where to write (default: the runs folder)")
     arguments = parser.parse_args()
+    # A run left out (a broken results.json) is one line on stderr.
+    logging.basicConfig(level=logging.WARNING, format="leaderboard.py: %(message)s")
     try:
         written = write_leaderboard(arguments.root, arguments.sort, arguments.out)
     except ZooError as error:

@@ -1,17 +1,25 @@
 """A leaderboard of runs: a Markdown table, a figure of sample grids and a plot of the metrics.
 
 Reads every ``results.json`` under a folder (single runs under ``outputs/`` and
-sweep jobs under ``multirun/`` alike) with the run's composed config beside it.
+sweep jobs under ``multirun/`` alike) with the run's composed config beside it. A run
+whose files cannot be read (truncated JSON, a config that is not a mapping) is left out
+with a warning naming it; the others are still ranked.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from zoo.errors import ZooError
+
+log = logging.getLogger("zoo")
 
 # Metrics where larger is better; every other metric sorts ascending.
 HIGHER_IS_BETTER = {
@@ -56,6 +64,43 @@ class Run:
         value = self.results.get(stage, {}).get(name)
         return float(value) if value is not None else None
 
+    def metric_names(self) -> set[str]:
+        """Return the names of the metrics this run has a value of."""
+        return {
+            name
+            for stage in STAGES
+            for name, value in self.results.get(stage, {}).items()
+            if value is not None
+        }
+
+
+STAGES = ("train", "val", "test")
+
+
+class UnreadableRunError(ZooError):
+    """A run folder whose results.json or config cannot be read as a run's."""
+
+
+def _check_results(results: Any) -> None:
+    """Raise UnreadableRunError unless ``results`` has the shape train.py writes."""
+    if not isinstance(results, dict):
+        raise UnreadableRunError(f"results.json holds a {type(results).__name__}, not a mapping")
+    if not isinstance(results.get("family"), str):
+        raise UnreadableRunError("results.json names no family: it was not written by train.py")
+    for stage in STAGES:
+        metrics = results.get(stage, {})
+        if not isinstance(metrics, dict):
+            raise UnreadableRunError(f"results.json's {stage!r} is not a mapping of metrics")
+        for name, value in metrics.items():
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float)
+            ):
+                raise UnreadableRunError(f"results.json's {name} is {value!r}, not a number")
+    for key in ("num_parameters", "train_time_s"):
+        value = results.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise UnreadableRunError(f"results.json's {key} is {value!r}, not a number")
+
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
@@ -68,19 +113,33 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def read_run(results_path: Path) -> Run:
-    """Return the run whose ``results.json`` is at ``results_path``."""
-    import json
+    """Return the run whose ``results.json`` is at ``results_path``.
 
+    Raises UnreadableRunError saying what is wrong with its results.json or
+    ``.hydra/config.yaml`` (a missing config is fine: the run has no settings).
+    """
     run_dir = results_path.parent
-    run = Run(path=run_dir, results=json.loads(results_path.read_text()))
+    try:
+        results = json.loads(results_path.read_text())
+    except (OSError, ValueError) as error:  # ValueError: bad JSON or bad UTF-8
+        raise UnreadableRunError(f"results.json cannot be read: {error}") from None
+    _check_results(results)
+    run = Run(path=run_dir, results=results)
     config_path = run_dir / ".hydra" / "config.yaml"
     if config_path.is_file():
-        config = yaml.safe_load(config_path.read_text())
-        model = {k: v for k, v in config.get("model", {}).items() if k not in SKIPPED_SETTINGS}
-        run.settings = _flatten(model)
-        learning_rate = config.get("model", {}).get("optimizer", {}).get("lr")
-        if learning_rate is not None:
-            run.settings["lr"] = learning_rate
+        try:
+            config = yaml.safe_load(config_path.read_text())
+        except (OSError, ValueError, yaml.YAMLError) as error:
+            first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise UnreadableRunError(f".hydra/config.yaml cannot be read: {first_line}") from None
+        model = config.get("model", {}) if isinstance(config, dict) else None
+        if not isinstance(model, dict):
+            raise UnreadableRunError(".hydra/config.yaml is not a run's config (no model mapping)")
+        settings = {k: v for k, v in model.items() if k not in SKIPPED_SETTINGS}
+        run.settings = _flatten(settings)
+        optimizer = model.get("optimizer")
+        if isinstance(optimizer, dict) and optimizer.get("lr") is not None:
+            run.settings["lr"] = optimizer["lr"]
         run.settings["seed"] = config.get("seed")
     grids = sorted((run_dir / "samples").glob("epoch_*.png"))
     run.grid = grids[-1] if grids else None
@@ -88,8 +147,17 @@ def read_run(results_path: Path) -> Run:
 
 
 def collect_runs(root: str | Path) -> list[Run]:
-    """Return every run with a ``results.json`` below ``root``."""
-    return [read_run(path) for path in sorted(Path(root).rglob("results.json"))]
+    """Return every readable run with a ``results.json`` below ``root``.
+
+    A run that cannot be read is left out with a warning naming its folder and the fault.
+    """
+    runs = []
+    for path in sorted(Path(root).rglob("results.json")):
+        try:
+            runs.append(read_run(path))
+        except UnreadableRunError as error:
+            log.warning("run %s left out of the leaderboard: %s", path.parent, error)
+    return runs
 
 
 def sort_runs(runs: list[Run], metric: str) -> list[Run]:
@@ -111,6 +179,10 @@ def _format(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+def _format_count(value: int | float | None) -> str:
+    return f"{value:,}" if isinstance(value, int) else _format(value)
 
 
 def _varying_settings(runs: list[Run]) -> list[str]:
@@ -146,11 +218,11 @@ def markdown_table(runs: list[Run], metric: str, root: Path) -> str:
         row = [
             str(rank),
             str(run.path.relative_to(root)) if run.path != root else run.path.name,
-            run.results.get("family", "?"),
-            run.results.get("data", "?"),
+            run.results["family"],
+            str(run.results.get("data", "?")),
             described or "–",
             *[_format(run.metric(m)) for m in metrics],
-            f"{run.results.get('num_parameters', 0):,}",
+            _format_count(run.results.get("num_parameters")),
             _format(run.results.get("train_time_s")),
             _format(run.metric("test/samples_per_second")),
         ]
@@ -181,8 +253,11 @@ def samples_figure(runs: list[Run], metric: str, path: Path) -> Path | None:
     for ax in axes.flat:
         ax.axis("off")
     for ax, run in zip(axes.flat, shown, strict=False):
-        with Image.open(run.grid) as grid:
-            ax.imshow(grid.convert("RGB"))
+        try:
+            with Image.open(run.grid) as grid:
+                ax.imshow(grid.convert("RGB"))
+        except OSError as error:  # a damaged grid leaves its panel empty, not the figure
+            log.warning("sample grid %s left out of the figure: %s", run.grid, error)
         rank = runs.index(run) + 1
         ax.set_title(
             f"#{rank} {run.results.get('name', '')}\n{metric}={_format(run.metric(metric))}",
@@ -228,19 +303,27 @@ def write_leaderboard(
     root = Path(root)
     runs = collect_runs(root)
     if not runs:
-        from zoo.errors import ZooError
-
         raise ZooError(
             f"no runs under {root}: point at a folder that holds runs' results.json (e.g. outputs)"
         )
+    found = sorted(set().union(*(run.metric_names() for run in runs)))
+    if metric not in found:
+        choices = f"sort by one of: {', '.join(found)}" if found else "the runs logged no metrics"
+        raise ZooError(f"no run under {root} has {metric}; {choices}")
     runs = sort_runs(runs, metric)
     output_dir = Path(output_dir) if output_dir else root
-    output_dir.mkdir(parents=True, exist_ok=True)
     written = {"table": output_dir / "leaderboard.md"}
     title = f"# Leaderboard: {len(runs)} runs under {root}, sorted by {metric}\n\n"
-    written["table"].write_text(title + markdown_table(runs, metric, root))
-    grids = samples_figure(runs, metric, output_dir / "leaderboard_samples.png")
-    if grids:
-        written["samples"] = grids
-    written["metrics"] = metrics_figure(runs, metric, output_dir / "leaderboard_metrics.png")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        written["table"].write_text(title + markdown_table(runs, metric, root))
+        grids = samples_figure(runs, metric, output_dir / "leaderboard_samples.png")
+        if grids:
+            written["samples"] = grids
+        written["metrics"] = metrics_figure(runs, metric, output_dir / "leaderboard_metrics.png")
+    except OSError as error:
+        raise ZooError(
+            f"cannot write the leaderboard in {output_dir}: {error.strerror or error}; "
+            "pass --out <a writable folder>"
+        ) from None
     return written
