@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -208,6 +209,126 @@ def test_the_same_sweep_on_two_workers_at_once_resumes_the_study_to_n_trials_in_
     for i in range(2):
         report = yaml.safe_load((study["root"] / f"worker{i}" / "best_params.yaml").read_text())
         assert report["best"]["trial"] in (0, 1, 2)  # the study's best, from the first sweep
+
+
+def test_a_sweep_refuses_a_storage_or_direction_that_cannot_work_in_one_line(study, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a database\n")
+    refused = {
+        "text": optuna_sweep(tmp_path / "a", f"sqlite:///{notes}"),
+        # the first sweep's study minimises val/bpd: Optuna would keep that without a word
+        "direction": optuna_sweep(
+            tmp_path / "b", study["storage"], "hydra.sweeper.direction=maximize"
+        ),
+    }
+    processes = {name: start_script("train.py", *arguments) for name, arguments in refused.items()}
+    outputs = {name: process.communicate(timeout=300)[0] for name, process in processes.items()}
+    assert all(process.returncode == 1 for process in processes.values()), outputs
+    assert outputs["text"].strip().splitlines()[-1] == (
+        f"train.py: hydra.sweeper.storage=sqlite:///{notes}: {notes} is not an SQLite database "
+        "(it begins b'not a da'): name a new file or an Optuna SQLite database"
+    )
+    assert outputs["direction"].strip().splitlines()[-1] == (
+        f"train.py: study vae_digits in {study['storage']} is set to minimize, and "
+        "hydra.sweeper.direction=maximize cannot change that: pass "
+        "hydra.sweeper.direction=minimize, or a new hydra.sweeper.study_name"
+    )
+    assert "Traceback" not in "".join(outputs.values())
+    assert notes.read_text() == "not a database\n"
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+# Workers that create one new study together: each process waits for a go file, then opens
+# the storage and creates (or loads) the study; ROUNDS fresh databases in a row.
+CREATE_TOGETHER = """
+import sys, time
+from pathlib import Path
+import optuna
+from zoo.sweeps import open_storage
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+root, worker, rounds = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+for round in range(rounds):
+    (root / f"ready{round}.{worker}").touch()
+    while not (root / f"go{round}").exists():
+        time.sleep(0.001)
+    storage = open_storage(f"sqlite:///{root / f'optuna{round}.db'}", heartbeat_interval=60)
+    study = optuna.create_study(study_name="new", storage=storage, load_if_exists=True)
+    print(round, study._study_id, flush=True)
+"""
+
+
+def test_three_workers_started_together_on_a_new_sqlite_study_all_start(tmp_path):
+    rounds, workers = 5, 3
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", CREATE_TOGETHER, str(tmp_path), str(worker), str(rounds)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for worker in range(workers)
+    ]
+    try:
+        for round in range(rounds):
+            while len(list(tmp_path.glob(f"ready{round}.*"))) < workers:
+                if any(process.poll() is not None for process in processes):
+                    break  # a worker died: let the others go on, and fail below
+                time.sleep(0.01)
+            (tmp_path / f"go{round}").touch()  # all at once, on a database nobody created yet
+        outputs = [process.communicate(timeout=300)[0] for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    assert [process.returncode for process in processes] == [0] * workers, outputs
+    for output in outputs:  # one study per database, the same for every worker
+        assert output.split() == [str(n) for round in range(rounds) for n in (round, 1)]
+
+
+def test_a_study_extended_in_the_same_sweep_folder_runs_each_new_trial_in_its_own(tmp_path):
+    # README's way to extend a study, with the fixed folder a cluster job uses: trial 4 ran
+    # in job folder 0, found trial 0's last.ckpt there and resumed it (resume=auto).
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    sweep_dir = tmp_path / "sweep"
+    for n_trials in (4, 6):
+        finish(
+            start_script(
+                "train.py", *optuna_sweep(sweep_dir, storage, f"hydra.sweeper.n_trials={n_trials}")
+            )
+        )
+    trials = load_trials(storage)
+    assert [(t.number, t.state) for t in trials] == [(n, TrialState.COMPLETE) for n in range(6)]
+    for trial in trials:
+        run_dir = sweep_dir / str(trial.number)
+        assert trial.user_attrs["run_dir"] == str(run_dir)
+        overrides = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
+        assert f"++optuna.trial_number={trial.number}" in overrides
+        assert f"model.latent_dim={trial.params['model.latent_dim']}" in overrides
+        results = json.loads((run_dir / "results.json").read_text())
+        assert results["global_step"] == 1  # one batch of its own: nothing resumed
+        assert "resuming from" not in (run_dir / "train.log").read_text()
+        assert results["val"]["val/bpd"] == pytest.approx(trial.value)
+    assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == [str(n) for n in range(6)]
+
+
+def test_a_sweep_folder_holding_another_studys_runs_is_refused_before_any_trial(tmp_path):
+    # A new study (the old database deleted) in the old sweep folder: its trial 0 would
+    # find the old trial 0's checkpoints in folder 0 and resume them.
+    sweep_dir = tmp_path / "sweep"
+    (sweep_dir / "0" / "checkpoints").mkdir(parents=True)
+    (sweep_dir / "0" / "checkpoints" / "last.ckpt").write_bytes(b"another study's weights")
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    process = start_script("train.py", *optuna_sweep(sweep_dir, storage))
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 1
+    assert output.strip().splitlines()[-1] == (
+        f"train.py: {sweep_dir / '0'} holds a run that is not trial 0 of study vae_digits, and "
+        f"trial 0 would resume it: pass a new hydra.sweep.dir (or move {sweep_dir} away)"
+    )
+    assert optuna.get_all_study_names(storage) == []  # no study was created
 
 
 def test_search_space_syntax_maps_to_optuna_distributions():

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import random
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +20,8 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from zoo.errors import ZooError
+
 if TYPE_CHECKING:
     import optuna
 
@@ -24,6 +29,9 @@ log = logging.getLogger("zoo")
 
 # How long a worker waits for another to release an SQLite database before giving up.
 SQLITE_TIMEOUT_S = 60
+# How often a worker tries to create a new database's tables while others do the same.
+CREATE_ATTEMPTS = 8
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 
 
 class SweepSummary(Callback):
@@ -64,32 +72,130 @@ class SweepSummary(Callback):
 # The Optuna study ------------------------------------------------------------------------
 
 
+def _sqlite_path(url: str) -> Path | None:
+    """Return the file of an SQLite URL, or None for other databases, memory and file: URIs."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    if parsed.query.get("uri") in ("true", "1"):  # sqlite:///file:...?mode=ro&uri=true
+        return None
+    return Path(parsed.database)
+
+
+def check_storage(url: str) -> None:
+    """Raise ZooError naming what keeps ``url`` from holding an Optuna study, and the fix.
+
+    Checks what can be known without opening it: the URL parses; an SQLite file is not a
+    folder, is readable and writable, holds an SQLite database (or nothing yet), and its
+    folder is writable (SQLite writes its journal there) or can be created. Nothing is
+    created or written.
+    """
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        path = _sqlite_path(url)
+    except ArgumentError:
+        raise ZooError(
+            f"{url!r} is not a database URL: use sqlite:///path/to/optuna.db for a file, or "
+            "a server's SQLAlchemy URL such as postgresql://user@host/db"
+        ) from None
+    if path is None:
+        return
+    if path.is_dir():
+        raise ZooError(
+            f"{path} is a folder: name a file in it, e.g. sqlite:///{path / 'optuna.db'}"
+        )
+    if path.exists():
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise ZooError(
+                f"{path} is read-only, and a study writes every trial to it: make it writable "
+                "(chmod u+rw) or name another file"
+            )
+        with open(path, "rb") as file:
+            header = file.read(len(SQLITE_HEADER))
+        if header and header != SQLITE_HEADER:
+            raise ZooError(
+                f"{path} is not an SQLite database (it begins {header[:8]!r}): name a new file "
+                "or an Optuna SQLite database"
+            )
+    folder = path.absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ZooError(f"the folder of {path} cannot be created: {folder} is a file")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ZooError(
+            f"{folder} is read-only: SQLite writes beside the database file; name a file "
+            "in a writable folder"
+        )
+
+
+def _is_race(error: Exception) -> bool:
+    """Return whether a database error is another process creating the same tables or rows."""
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    if isinstance(error, IntegrityError):  # a unique constraint: the other inserted it first
+        return True
+    text = str(getattr(error, "orig", error)).lower()
+    return isinstance(error, OperationalError) and ("already exists" in text or "locked" in text)
+
+
 def open_storage(url: str, **heartbeat: int | None) -> optuna.storages.RDBStorage:
     """Return Optuna's database storage at ``url`` (any SQLAlchemy URL).
 
     SQLite files get their folder created and a lock timeout, so that several worker
-    processes can write to one file. ``heartbeat`` takes RDBStorage's
-    ``heartbeat_interval`` and ``grace_period``.
+    processes can write to one file. Workers started together on a new database race
+    to create its tables: the losers see "table already exists" or a unique constraint,
+    and try again after a short random wait (up to CREATE_ATTEMPTS times), by which time
+    the tables are there. ``heartbeat`` takes RDBStorage's ``heartbeat_interval`` and
+    ``grace_period``. Raises ZooError (see :func:`check_storage`) on a storage that
+    cannot work, naming the cause and the fix.
     """
     import optuna
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
 
+    check_storage(url)
     engine_kwargs: dict[str, Any] = {}
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
+    if make_url(url).get_backend_name() == "sqlite":
         engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():  # heartbeats have been "experimental" since Optuna 2.9
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+    path = _sqlite_path(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    attempt = 0
+    while True:
+        try:
+            with warnings.catch_warnings():  # heartbeats have been "experimental" since 2.9
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+        except SQLAlchemyError as error:
+            attempt += 1
+            if not _is_race(error) or attempt == CREATE_ATTEMPTS:
+                first_line = str(getattr(error, "orig", error)).splitlines()[0]
+                raise ZooError(
+                    f"the Optuna storage {displayed_url(url)} cannot be opened: {first_line}"
+                ) from None
+            time.sleep(random.uniform(0.05, 0.2) * 2**attempt)
+        except ImportError as error:
+            raise ZooError(
+                f"the Optuna storage {displayed_url(url)} needs a database driver that is not "
+                f"installed ({error.__cause__ or error}): pip install it, e.g. "
+                "'psycopg[binary]' for postgresql+psycopg://"
+            ) from None
 
 
 def displayed_url(url: str) -> str:
-    """Return ``url`` with its password masked, fit for logs and files."""
+    """Return ``url`` with its password masked, fit for logs and files (as it is when it
+    does not parse as a URL)."""
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
-    return make_url(url).render_as_string(hide_password=True)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
 
 
 def write_study_report(study: optuna.Study, output_dir: Path, about: dict[str, Any]) -> dict:

@@ -11,6 +11,8 @@ class ZooOptunaSweeperConf:
     """Every option of the sweeper; conf/hparams_search/*.yaml set them per family."""
 
     _target_: str = "hydra_plugins.zoo_optuna_sweeper.optuna_sweeper.ZooOptunaSweeper"
+    # The sweeper builds the sampler and pruner itself, so that a wrong one is one line.
+    _recursive_: bool = False
 
     # The study: a stable name and a database outside the timestamped sweep folder, so that
     # the same command resumes it and several workers (machines) can share it. Any

@@ -7,14 +7,18 @@ optuna.TrialPruned (zoo/callbacks/pruning.py), FAIL when it raised anything else
 returned None or NaN. The study lives in a database named by ``storage`` (SQLite in
 ``multirun/<name>/optuna.db`` by default), so the same command resumes it and several
 workers pointed at one database share it: ``n_trials`` counts the study's trials, whoever
-ran them. Optuna is imported only when a sweep starts: Hydra imports this module on
-every run to find its plugins.
+ran them. Each trial runs in ``<hydra.sweep.dir>/<trial number>/``, so a resumed study's
+new trials never land in (and resume from) an earlier trial's folder. Options that cannot
+work end the program with one line before any trial runs (SweepConfigError). Optuna is
+imported only when a sweep starts: Hydra imports this module on every run to find its
+plugins.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import sys
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
@@ -26,10 +30,16 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
-from hydra.errors import HydraException
+from hydra.errors import (
+    CompactHydraException,
+    ConfigCompositionException,
+    OverrideParseException,
+)
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
+
+from zoo.errors import ZooError
 
 if TYPE_CHECKING:
     import optuna
@@ -37,6 +47,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("zoo")
 
 DIRECTIONS = {"min": "minimize", "minimize": "minimize", "max": "maximize", "maximize": "maximize"}
+SYNTAX = "choice(a, b), range(start, stop, step), interval(low, high), tag(log, int, interval(...))"
+
+
+class SweepConfigError(CompactHydraException, ZooError):
+    """An option of the sweep that cannot work, found before any trial runs. Hydra prints
+    it as its message alone: one line naming the option, the cause and the fix."""
 
 
 class Parameter:
@@ -77,23 +93,48 @@ def parameter(override: Override) -> Parameter:
     if isinstance(sweep, RangeSweep):
         values = list(override.sweep_iterator())
         if not values:
-            raise HydraException(f"{override.input_line}: the range holds no value")
+            raise SweepConfigError(
+                f"{override.input_line}: the range holds no value; write range(start, stop, "
+                "step) with start < stop for a positive step"
+            )
         low, high, step = values[0], values[-1], sweep.step
         if all(isinstance(v, int) for v in (low, high, step)):
-            return Parameter(key, IntDistribution(low, high, step=step))
-        return Parameter(key, FloatDistribution(float(low), float(high), step=float(step)))
+            return Parameter(key, _distribution(override, IntDistribution, low, high, step=step))
+        return Parameter(
+            key,
+            _distribution(override, FloatDistribution, float(low), float(high), step=float(step)),
+        )
     if isinstance(sweep, IntervalSweep):
         log_scale = "log" in sweep.tags
+        if sweep.start > sweep.end:
+            raise SweepConfigError(
+                f"{override.input_line}: the low end {sweep.start} is above the high end "
+                f"{sweep.end}; write interval(low, high)"
+            )
         if "int" in sweep.tags:
+            if int(sweep.start) != sweep.start or int(sweep.end) != sweep.end:
+                raise SweepConfigError(
+                    f"{override.input_line}: an int interval needs whole-number ends, got "
+                    f"{sweep.start} and {sweep.end}"
+                )
             low, high = int(sweep.start), int(sweep.end)
-            return Parameter(key, IntDistribution(low, high, log=log_scale))
-        return Parameter(
-            key, FloatDistribution(float(sweep.start), float(sweep.end), log=log_scale)
-        )
-    raise HydraException(
+            return Parameter(
+                key, _distribution(override, IntDistribution, low, high, log=log_scale)
+            )
+        low, high = float(sweep.start), float(sweep.end)
+        return Parameter(key, _distribution(override, FloatDistribution, low, high, log=log_scale))
+    raise SweepConfigError(
         f"{override.input_line}: the zoo_optuna sweeper takes choice(...), a,b,c, range(...) "
         "and interval(...) (tagged log and/or int: tag(log, int, interval(1, 64)))"
     )
+
+
+def _distribution(override: Override, distribution: type, *args: Any, **kwargs: Any) -> Any:
+    """Return ``distribution(*args, **kwargs)``; raise SweepConfigError on what Optuna refuses."""
+    try:
+        return distribution(*args, **kwargs)
+    except ValueError as error:  # e.g. a log scale over an interval that reaches 0
+        raise SweepConfigError(f"{override.input_line}: {error}") from None
 
 
 class ZooOptunaSweeper(Sweeper):
@@ -113,17 +154,17 @@ class ZooOptunaSweeper(Sweeper):
         grace_period: int | None,
     ):
         super().__init__()
-        if str(direction) not in DIRECTIONS:
-            raise HydraException(f"hydra.sweeper.direction={direction}: use minimize or maximize")
-        if n_trials < 1 or n_jobs < 1:
-            raise HydraException("hydra.sweeper.n_trials and n_jobs must be at least 1")
+        # Checked in check(), called by setup(): an error raised here would reach the user
+        # wrapped in Hydra's instantiation message.
         self.study_name = str(study_name)
         self.storage_url = str(storage)
-        self.direction = DIRECTIONS[str(direction)]
+        self.direction = str(direction)
         self.n_trials = n_trials
         self.n_jobs = n_jobs
-        self.sampler = sampler  # Hydra has instantiated these two from their _target_
-        self.pruner = pruner
+        self.sampler_config = sampler  # Hydra configs (_target_: an optuna class), built in check()
+        self.pruner_config = pruner
+        self.sampler = None
+        self.pruner = None
         self.params = dict(params or {})
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period
@@ -132,9 +173,80 @@ class ZooOptunaSweeper(Sweeper):
         self.launcher = None
         self.space_covered = False  # set when a grid-like sampler has tried every point
 
+    def check(self) -> None:
+        """Build the sampler and pruner and check every option, before anything is written.
+
+        Raises SweepConfigError naming the first option that cannot work and its fix.
+        """
+        import optuna
+        from hydra.utils import instantiate
+
+        from zoo.sweeps import check_storage, displayed_url
+
+        if self.direction not in DIRECTIONS:
+            raise SweepConfigError(
+                f"hydra.sweeper.direction={self.direction} is not a direction: use minimize or "
+                "maximize (min, max)"
+            )
+        self.direction = DIRECTIONS[self.direction]
+        for name in ("n_trials", "n_jobs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SweepConfigError(
+                    f"hydra.sweeper.{name}={value}: it must be a whole number of at least 1"
+                )
+        for name in ("heartbeat_interval", "grace_period"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise SweepConfigError(
+                    f"hydra.sweeper.{name}={value}: it must be a whole number of seconds of at "
+                    "least 1, or null"
+                )
+        if not self.study_name:
+            raise SweepConfigError("hydra.sweeper.study_name is empty: name the study")
+        try:
+            check_storage(self.storage_url)
+        except ZooError as error:
+            raise SweepConfigError(
+                f"hydra.sweeper.storage={displayed_url(self.storage_url)}: {error}"
+            ) from None
+        except Exception as error:  # a URL SQLAlchemy cannot even display
+            raise SweepConfigError(f"hydra.sweeper.storage: {error}") from None
+        options = (
+            ("sampler", self.sampler_config, optuna.samplers.BaseSampler, "TPESampler"),
+            ("pruner", self.pruner_config, optuna.pruners.BasePruner, "MedianPruner"),
+        )
+        for name, config, base, example in options:
+            if config is None:
+                if name == "sampler":
+                    raise SweepConfigError(
+                        "hydra.sweeper.sampler is null: name an Optuna sampler, e.g. "
+                        "{_target_: optuna.samplers.TPESampler}"
+                    )
+                continue
+            where = f"hydra.sweeper.{name}"
+            target = config.get("_target_") if isinstance(config, DictConfig | dict) else None
+            try:
+                built = instantiate(config)
+            except Exception as error:
+                cause = error.__cause__ or error
+                reason = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+                raise SweepConfigError(
+                    f"{where} ({target}) cannot be built: {reason}; name a class of "
+                    f"optuna.{name}s with its arguments, e.g. _target_: optuna.{name}s.{example}"
+                ) from None
+            if not isinstance(built, base):
+                raise SweepConfigError(
+                    f"{where}: {target} is not an Optuna {name}; name a class of optuna.{name}s, "
+                    f"e.g. optuna.{name}s.{example}"
+                )
+            setattr(self, name, built)
+
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
+        with _one_line_errors():
+            self.check()
         self.hydra_context = hydra_context
         self.config = config
         self.launcher = Plugins.instance().instantiate_launcher(
@@ -144,15 +256,25 @@ class ZooOptunaSweeper(Sweeper):
     # The sweep ---------------------------------------------------------------------------
 
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
+        with _one_line_errors():
+            return self._sweep(arguments)
+
+    def _sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
         import optuna
 
         from zoo.sweeps import displayed_url, open_storage, write_study_report
 
         space, fixed = self._search_space(arguments)
+        self._check_composes(space, fixed)
         heartbeat = {"heartbeat_interval": self.heartbeat_interval}
         if self.heartbeat_interval:
             heartbeat["grace_period"] = self.grace_period or 2 * self.heartbeat_interval
-        storage = open_storage(self.storage_url, **heartbeat)
+        try:
+            storage = open_storage(self.storage_url, **heartbeat)
+        except ZooError as error:
+            raise SweepConfigError(f"hydra.sweeper.storage: {error}") from None
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        self._check_trial_folders(storage, sweep_dir)
         study = optuna.create_study(
             study_name=self.study_name,
             storage=storage,
@@ -161,7 +283,13 @@ class ZooOptunaSweeper(Sweeper):
             direction=self.direction,
             load_if_exists=True,
         )
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        stored = study.direction.name.lower()
+        if stored != self.direction:  # Optuna would keep the stored one without a word
+            raise SweepConfigError(
+                f"study {self.study_name} in {displayed_url(self.storage_url)} is set to "
+                f"{stored}, and hydra.sweeper.direction={self.direction} cannot change that: "
+                f"pass hydra.sweeper.direction={stored}, or a new hydra.sweeper.study_name"
+            )
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         log.info(
@@ -176,17 +304,31 @@ class ZooOptunaSweeper(Sweeper):
         returns: list[Sequence[JobReturn]] = []
         job_index = 0
         while trials := self._ask(study, storage, space):
+            searched = {
+                trial.number: [p.override(trial.params[p.key]) for p in space.values()]
+                for trial in trials
+            }
+            # Each trial's folder is named by its number (not by the job's index, which
+            # starts again at 0 when a sweep is resumed), so a trial never finds another
+            # trial's checkpoints there and resumes them (resume=auto).
             batch = [
-                [*fixed, *(p.override(trial.params[p.key]) for p in space.values())]
-                + [f"++optuna.trial_number={trial.number}"]
+                [
+                    *fixed,
+                    *searched[trial.number],
+                    f"hydra.sweep.subdir={trial.number}",
+                    f"++optuna.trial_number={trial.number}",
+                ]
                 for trial in trials
             ]
             first_job, job_index = job_index, job_index + len(trials)
             try:
                 self.validate_batch_is_legal(batch)
+                for trial in trials:
+                    run_dir = self._claim_trial_folder(sweep_dir, trial.number)
+                    trial.set_user_attr("run_dir", str(run_dir))
             except Exception as error:  # an override the config cannot take: a mistake, stop
                 for trial in trials:
-                    self._tell_failure(study, trial, f"the config does not compose: {error}")
+                    self._tell_failure(study, trial, f"the trial cannot start: {error}")
                 raise
             try:
                 with self._heartbeat(storage, study, trials):
@@ -200,8 +342,8 @@ class ZooOptunaSweeper(Sweeper):
                 for trial in trials:
                     self._tell_failure(study, trial, "the sweep was interrupted")
                 raise
-            for trial, overrides, result in zip(trials, batch, results, strict=True):
-                self._tell(study, trial, overrides[len(fixed) : -1], result)
+            for trial, result in zip(trials, results, strict=True):
+                self._tell(study, trial, searched[trial.number], result)
             returns.append(results)
 
         about = {
@@ -222,7 +364,16 @@ class ZooOptunaSweeper(Sweeper):
         command line, which win; plain overrides (``debug=smoke``) are passed as they are.
         """
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        from_config = parser.parse_overrides([f"{k}={v}" for k, v in self.params.items()])
+        from_config = []
+        for key, value in self.params.items():
+            try:
+                from_config += parser.parse_overrides([f"{key}={value}"])
+            except OverrideParseException as error:  # Hydra's message: 3 lines and a link
+                reason = str(error).splitlines()[1 if len(str(error).splitlines()) > 1 else 0]
+                raise SweepConfigError(
+                    f"hydra.sweeper.params: {key}={value} cannot be parsed ({reason}); "
+                    f"write {SYNTAX}"
+                ) from None
         from_command_line = parser.parse_overrides(arguments)
         space: dict[str, Parameter] = {}
         fixed: dict[str, str] = {}
@@ -235,6 +386,57 @@ class ZooOptunaSweeper(Sweeper):
             else:
                 fixed[key] = override.input_line or f"{key}={override.get_value_element_as_str()}"
         return space, list(fixed.values())
+
+    def _check_composes(self, space: dict[str, Parameter], fixed: list[str]) -> None:
+        """Compose the config of one point of the space (the first choice, the low ends), so
+        that a key the config lacks is found before the study records any trial."""
+        point = []
+        for searched in space.values():
+            distribution = searched.distribution
+            low = getattr(distribution, "low", None)
+            point.append(searched.override(distribution.choices[0] if low is None else low))
+        try:
+            self.validate_batch_is_legal([[*fixed, *point, "++optuna.trial_number=0"]])
+        except ConfigCompositionException as error:  # Hydra's message: several lines
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            raise SweepConfigError(
+                f"the sweep's overrides do not compose: {' '.join(lines[:3])}"
+            ) from None
+
+    def _check_trial_folders(self, storage: Any, sweep_dir: Path) -> None:
+        """Raise SweepConfigError when a folder of ``sweep_dir`` named by a trial number holds
+        files that are not that trial's of this study (another study's, an older sweep's).
+        Runs before the study is created, so that a refused sweep leaves none behind."""
+        if not sweep_dir.is_dir():
+            return
+        try:
+            study_id = storage.get_study_id_from_name(self.study_name)
+            stored = storage.get_all_trials(study_id, deepcopy=False)
+        except KeyError:  # a new study: every folder with files in it is someone else's
+            stored = []
+        trials = {trial.number: trial for trial in stored}
+        for folder in sorted(sweep_dir.iterdir()):
+            if not (folder.name.isdigit() and folder.is_dir() and any(folder.iterdir())):
+                continue
+            trial = trials.get(int(folder.name))
+            owner = trial.user_attrs.get("run_dir") if trial is not None else None
+            if owner is None or Path(owner).resolve() != folder.resolve():
+                raise SweepConfigError(
+                    f"{folder} holds a run that is not trial {folder.name} of study "
+                    f"{self.study_name}, and trial {folder.name} would resume it: pass a new "
+                    f"hydra.sweep.dir (or move {sweep_dir} away)"
+                )
+
+    def _claim_trial_folder(self, sweep_dir: Path, number: int) -> Path:
+        """Return trial ``number``'s run folder; raise SweepConfigError if it already holds
+        files: a new trial starts in an empty folder, or it would resume what it finds."""
+        folder = (sweep_dir / str(number)).absolute()
+        if folder.is_dir() and any(folder.iterdir()):
+            raise SweepConfigError(
+                f"{folder} already holds a run, not trial {number}'s: pass a new "
+                f"hydra.sweep.dir (or move {sweep_dir} away)"
+            )
+        return folder
 
     def _counted_trials(self, study: optuna.Study) -> list:
         """Return the trials that count toward ``n_trials``: all but those waiting to start."""
@@ -364,8 +566,17 @@ class ZooOptunaSweeper(Sweeper):
         )
 
 
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """Ends the program with the message of a SweepConfigError raised inside, prefixed with
+    the script's name, as zoo's entry scripts print a ZooError (Hydra would add a line
+    about HYDRA_FULL_ERROR)."""
+    try:
+        yield
+    except SweepConfigError as error:
+        sys.exit(f"{Path(sys.argv[0]).name}: {error}")
+
+
 def _is_user_error(error: BaseException) -> bool:
     """Return whether ``error`` is a mistake the message alone explains (a zoo ZooError)."""
-    from zoo.errors import ZooError
-
     return isinstance(error, ZooError)
