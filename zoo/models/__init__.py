@@ -12,9 +12,12 @@ from zoo.models.gan import GAN
 from zoo.models.gpt import GPT
 from zoo.models.pixelcnn import PixelCNN
 from zoo.models.vae import VAE
+from zoo.models.vq_prior import VQPrior
+from zoo.models.vqvae import VQVAE
 
 FAMILIES: dict[str, type[GenerativeModule]] = {
-    cls.family: cls for cls in (VAE, CharRNN, CNNClassifier, GPT, Diffusion, PixelCNN, GAN)
+    cls.family: cls
+    for cls in (VAE, CharRNN, CNNClassifier, GPT, Diffusion, PixelCNN, GAN, VQVAE, VQPrior)
 }
 
 __all__ = [
@@ -27,4 +30,6 @@ __all__ = [
     "GenerativeModule",
     "PixelCNN",
     "VAE",
+    "VQPrior",
+    "VQVAE",
 ]

@@ -175,6 +175,11 @@ class GatedPixelCNN(nn.Module):
     The parameters of subpixel (i, c) depend only on pixels before i in raster order
     and on channels < c of pixel i. ``vertical`` and ``horizontal`` are the two halves
     of ``forward``, exposed for the fast sampler.
+
+    ``colours`` is the number of values drawn per pixel, each a group of the input's
+    channels (by default every channel is a colour: an image). A grid of embedded codes
+    is one colour of many channels (``colours=1``): its output is then (B, P, H, W), the
+    parameters of each position's one value.
     """
 
     def __init__(
@@ -187,10 +192,12 @@ class GatedPixelCNN(nn.Module):
         params_per_channel: int,
         num_classes: int,
         dropout: float,
+        colours: int | None = None,
     ):
         super().__init__()
-        image_groups = channel_groups(in_channels, in_channels)  # channel c is colour c
-        hidden_groups = channel_groups(channels, in_channels)
+        colours = colours or in_channels
+        image_groups = channel_groups(in_channels, colours)  # channel c is colour c of an image
+        hidden_groups = channel_groups(channels, colours)
         self.layers = nn.ModuleList(
             [GatedLayer(image_groups, hidden_groups, first_kernel_size, "A", num_classes, dropout)]
             + [
@@ -199,7 +206,7 @@ class GatedPixelCNN(nn.Module):
             ]
         )
         # Output c·P … c·P+P-1 are colour c's parameters.
-        output_groups = channel_groups(in_channels * params_per_channel, in_channels)
+        output_groups = channel_groups(colours * params_per_channel, colours)
         self.head = nn.Sequential(
             nn.ReLU(),
             MaskedConv2d(hidden_groups, hidden_groups, 1, "B"),

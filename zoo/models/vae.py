@@ -19,11 +19,12 @@ from zoo.errors import ConfigError
 from zoo.metrics import bits_per_dim
 from zoo.models.base import GenerativeModule, check_sizes
 from zoo.nn.distributions import (
-    LOG_SCALE_MIN,
-    discretized_logistic_log_prob,
+    DECODER_LIKELIHOODS,
+    decoder_log_likelihood,
+    decoder_mean,
+    decoder_outputs_per_value,
     gaussian_kl_to_standard_normal,
     gaussian_log_prob,
-    levels_to_index,
 )
 from zoo.nn.schedules import COSINE_OVER_THE_RUN
 
@@ -105,7 +106,7 @@ class VAE(GenerativeModule):
             raise ConfigError(
                 f"model.iw_samples must be >= 0 and model.beta > 0, got {iw_samples} and {beta}"
             )
-        if likelihood not in ("discretized_logistic", "categorical"):
+        if likelihood not in DECODER_LIKELIHOODS:
             raise ConfigError(
                 f"likelihood must be 'discretized_logistic' or 'categorical', got {likelihood!r}"
             )
@@ -121,7 +122,7 @@ class VAE(GenerativeModule):
         self.num_levels = self.spec.num_levels
         self.num_dims = c * h * w
         self.latent_dim = latent_dim
-        outputs_per_value = 2 if likelihood == "discretized_logistic" else self.num_levels
+        outputs_per_value = decoder_outputs_per_value(likelihood, self.num_levels)
         final_hw = (h // factor, w // factor)
         self.encoder = Encoder(c, channels, final_hw, latent_dim)
         self.decoder = Decoder(latent_dim, channels, final_hw, c * outputs_per_value)
@@ -130,25 +131,11 @@ class VAE(GenerativeModule):
 
     def log_likelihood(self, x: torch.Tensor, decoded: torch.Tensor) -> torch.Tensor:
         """Return log p(x|z) summed over all values of each image: (B,)."""
-        if self.hparams.likelihood == "discretized_logistic":
-            mean, log_scale = decoded.chunk(2, dim=1)  # (B, C, H, W) each
-            log_scale = log_scale.clamp(min=LOG_SCALE_MIN)
-            log_prob = discretized_logistic_log_prob(x, mean, log_scale, self.num_levels)
-        else:
-            b, _, h, w = decoded.shape
-            logits = decoded.view(b, -1, self.num_levels, h, w)  # (B, C, L, H, W)
-            index = levels_to_index(x, self.num_levels).unsqueeze(2)  # (B, C, 1, H, W)
-            log_prob = logits.log_softmax(dim=2).gather(2, index).squeeze(2)
-        return log_prob.flatten(1).sum(dim=1)
+        return decoder_log_likelihood(x, decoded, self.hparams.likelihood, self.num_levels)
 
     def decoded_mean(self, decoded: torch.Tensor) -> torch.Tensor:
         """Return the mean image in [-1, 1] of the decoder's distribution."""
-        if self.hparams.likelihood == "discretized_logistic":
-            return decoded.chunk(2, dim=1)[0].clamp(-1, 1)
-        b, _, h, w = decoded.shape
-        probs = decoded.view(b, -1, self.num_levels, h, w).softmax(dim=2)
-        levels = torch.linspace(-1, 1, self.num_levels, device=decoded.device).view(1, 1, -1, 1, 1)
-        return (probs * levels).sum(dim=2)
+        return decoder_mean(decoded, self.hparams.likelihood, self.num_levels)
 
     # Objective
 

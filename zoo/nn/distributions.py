@@ -150,3 +150,45 @@ def inverse_cdf_sample(
     # The first index whose CDF exceeds u; the clamp guards a last CDF a rounding below 1.
     index = (cdf <= uniform.unsqueeze(-1)).sum(dim=-1)
     return index.clamp(max=log_probs.shape[-1] - 1)
+
+
+# An image decoder's distribution over the discrete levels (the VAE's and the VQ-VAE's)
+
+DECODER_LIKELIHOODS = ("discretized_logistic", "categorical")
+
+
+def decoder_outputs_per_value(likelihood: str, num_levels: int) -> int:
+    """Return how many decoder outputs parameterise one image value: 2 (a logistic's mean and
+    log scale) or ``num_levels`` (a categorical's logits)."""
+    return 2 if likelihood == "discretized_logistic" else num_levels
+
+
+def decoder_log_likelihood(
+    x: torch.Tensor, decoded: torch.Tensor, likelihood: str, num_levels: int
+) -> torch.Tensor:
+    """Return log p(x | decoded) of each image in nats, summed over its values: (B,).
+
+    ``x`` (B, C, H, W) lies on ``num_levels`` levels in [-1, 1]; ``decoded`` is
+    (B, C·2, H, W), each channel's mean then log scale halves, for a discretized logistic,
+    or (B, C·L, H, W) logits for a categorical over the L levels.
+    """
+    if likelihood == "discretized_logistic":
+        mean, log_scale = decoded.chunk(2, dim=1)  # (B, C, H, W) each
+        log_scale = log_scale.clamp(min=LOG_SCALE_MIN)
+        log_prob = discretized_logistic_log_prob(x, mean, log_scale, num_levels)
+    else:
+        b, _, h, w = decoded.shape
+        logits = decoded.view(b, -1, num_levels, h, w)  # (B, C, L, H, W)
+        index = levels_to_index(x, num_levels).unsqueeze(2)  # (B, C, 1, H, W)
+        log_prob = logits.log_softmax(dim=2).gather(2, index).squeeze(2)
+    return log_prob.flatten(1).sum(dim=1)
+
+
+def decoder_mean(decoded: torch.Tensor, likelihood: str, num_levels: int) -> torch.Tensor:
+    """Return the mean image (B, C, H, W) in [-1, 1] of a decoder's distribution (as above)."""
+    if likelihood == "discretized_logistic":
+        return decoded.chunk(2, dim=1)[0].clamp(-1, 1)
+    b, _, h, w = decoded.shape
+    probs = decoded.view(b, -1, num_levels, h, w).softmax(dim=2)
+    levels = torch.linspace(-1, 1, num_levels, device=decoded.device).view(1, 1, -1, 1, 1)
+    return (probs * levels).sum(dim=2)
