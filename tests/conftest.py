@@ -55,6 +55,16 @@ TINY = {
     "gan": {"latent_dim": 4, "width": 8},
     "gpt": {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16},
     "char_rnn": {"embedding_dim": 8, "hidden_size": 16, "num_layers": 1},
+    "vqvae": {"channels": [4], "num_residual_blocks": 1, "codebook_size": 8, "embedding_dim": 4},
+}
+# A two-stage family gets its first stage as train.py records it: family and hyperparameters.
+TINY["vq_prior"] = {
+    "stage_one": {"family": "vqvae", "hyper_parameters": {"spec": IMAGE_SPEC, **TINY["vqvae"]}},
+    "n_layer": 1,
+    "n_head": 2,
+    "n_embd": 16,
+    "channels": 8,
+    "num_layers": 2,
 }
 
 
@@ -68,13 +78,16 @@ def tiny_family(family: str, seed: int = 0, **options: Any) -> GenerativeModule:
 
 def one_batch_loader(model: GenerativeModule, batch_size: int = 4) -> DataLoader:
     """Return a loader of one batch in the format of ``model``'s data: images on the spec's
-    levels with labels, or windows of token ids with their next tokens."""
+    levels with labels (encoded by the first stage of a two-stage model), or windows of
+    token ids with their next tokens."""
     generator = torch.Generator().manual_seed(0)
     spec = model.spec
     if spec.modality == "image":
         levels = torch.randint(0, spec.num_levels, (batch_size, *spec.shape), generator=generator)
         x = levels.float() / (spec.num_levels - 1) * 2 - 1
         y = torch.arange(batch_size) % max(spec.num_classes, 1)
+        if model.two_stage:  # a second stage trains on what its first stage makes of images
+            x = model.encode(x)
         return DataLoader(TensorDataset(x, y), batch_size=batch_size)
     tokens = torch.randint(0, spec.vocab_size, (batch_size, 9), generator=generator)
     return DataLoader(TensorDataset(tokens[:, :-1], tokens[:, 1:]), batch_size=batch_size)

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import checkpoint_of
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import (
     LearningRateMonitor,
@@ -23,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from zoo.callbacks import EMA, CurvePlotter, SampleWriter
 from zoo.models import FAMILIES
+from zoo.outputs import save_tensor
 from zoo.runner import build_model, sample_options  # importing it registers run_id, choice
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -120,6 +122,26 @@ def non_plain_values(value: Any, where: str = "hparams") -> list[str]:
     return []
 
 
+# Each two-stage preset and the preset of its first stage (a new one must be added here).
+STAGE_ONE_PRESETS = {
+    "vq_gpt_digits": "vqvae_digits",
+    "vq_gpt_mnist5k": "vqvae_mnist5k",
+    "vq_gpt_cifar10": "vqvae_cifar10",
+}
+
+
+def stage_one_of(compose_train, experiment: str) -> list[str]:
+    """Return ``model.stage_one=PATH`` for a two-stage preset, PATH a checkpoint of a model
+    of its first stage's preset as train.py writes it (untrained); [] for other presets."""
+    first = STAGE_ONE_PRESETS.get(experiment)
+    if first is None:
+        return []
+    cfg = compose_train(f"experiment={first}")
+    model = build_model(cfg.model, instantiate(cfg.data).spec.to_dict())
+    path = save_tensor(checkpoint_of(model), Path(cfg.paths.output_dir) / f"{first}.ckpt")
+    return [f"model.stage_one={path}"]
+
+
 # Experiments -------------------------------------------------------------------------------
 
 
@@ -136,6 +158,18 @@ def test_experiment_is_named_after_its_file_and_its_values_win(compose_train, ex
     composed = leaves(OmegaConf.to_container(cfg, resolve=False))
     for key, value in preset_values("experiment", experiment).items():
         assert composed[key] == value, f"experiment={experiment} sets {key}={value!r}"
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_a_two_stage_preset_names_the_preset_of_its_first_stage_on_the_same_data(
+    compose_train, experiment
+):
+    cfg = compose_train(f"experiment={experiment}")
+    two_stage = bool(get_class(cfg.model._target_).stage_one_families)
+    assert two_stage == (experiment in STAGE_ONE_PRESETS)
+    if two_stage:
+        first = compose_train(f"experiment={STAGE_ONE_PRESETS[experiment]}")
+        assert first.hydra.runtime.choices.data == cfg.hydra.runtime.choices.data
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -162,7 +196,7 @@ def test_experiment_data_spec_is_static_and_needs_no_files(compose_train, tmp_pa
 def test_experiment_builds_its_model_callbacks_loggers_and_cpu_trainer(
     compose_train, tmp_path, experiment
 ):
-    cfg = compose_train(f"experiment={experiment}")
+    cfg = compose_train(f"experiment={experiment}", *stage_one_of(compose_train, experiment))
     datamodule = instantiate(cfg.data)
     model = build_model(cfg.model, datamodule.spec.to_dict())
     assert isinstance(model, FAMILY_CLASSES[cfg.hydra.runtime.choices.model])
@@ -179,7 +213,7 @@ def test_experiment_builds_its_model_callbacks_loggers_and_cpu_trainer(
     # GANs have no held-out likelihood to select by: their last checkpoint is the model.
     expected_monitor = None if model.family == "gan" else "val/loss"
     assert callbacks["model_checkpoint"].monitor == cfg.monitor == expected_monitor
-    if model.generates:
+    if model.generates or hasattr(model, "reconstruct"):  # samples, or an autoencoder's grids
         assert isinstance(callbacks["sample_writer"], SampleWriter)
         assert callbacks["sample_writer"].dirpath == tmp_path / "run" / "samples"
         assert callbacks["sample_writer"].options == dict(cfg.callbacks.sample_writer.options)
@@ -206,7 +240,7 @@ def test_experiment_builds_its_model_callbacks_loggers_and_cpu_trainer(
 def test_model_hyperparameters_are_plain_data_so_checkpoints_load_weights_only(
     compose_train, experiment
 ):
-    cfg = compose_train(f"experiment={experiment}")
+    cfg = compose_train(f"experiment={experiment}", *stage_one_of(compose_train, experiment))
     model = build_model(cfg.model, instantiate(cfg.data).spec.to_dict())
     hparams = dict(model.hparams)
     assert non_plain_values(hparams) == []

@@ -10,7 +10,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import IMAGE_SPEC, TEXT_SPEC, checkpoint_of, one_batch_loader, tiny_family
+from conftest import IMAGE_SPEC, TEXT_SPEC, TINY, checkpoint_of, one_batch_loader, tiny_family
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
@@ -105,7 +105,9 @@ def test_a_model_config_holds_exactly_the_constructor_defaults(name):
         if parameter.name not in ("self", "spec")
     }
     # optimizer=None in Python means the family's default optimizer, which the config spells out
-    built = cls(IMAGE_SPEC if cls.modality == "image" else TEXT_SPEC)
+    # (a two-stage family needs a first stage to be built at all)
+    first = {"stage_one": TINY[cls.family]["stage_one"]} if cls.stage_one_families else {}
+    built = cls(IMAGE_SPEC if cls.modality == "image" else TEXT_SPEC, **first)
     defaults["optimizer"] = built.hparams.optimizer
     normalised = {k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()}
     assert set(values) == set(normalised), "the config and the constructor take other arguments"

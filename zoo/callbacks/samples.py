@@ -21,7 +21,8 @@ class SampleWriter(L.Callback):
     Images go to ``<dirpath>/epoch_NNN.png``, text to ``<dirpath>/epoch_NNN.txt``;
     both are also sent to TensorBoard and wandb when those loggers are active.
     A model with a ``reconstruct(x)`` method also gets a reconstructions grid
-    (first row: data; second row: reconstructions) of a fixed validation batch.
+    (first row: data; second row: reconstructions) of a fixed validation batch, and a
+    model that does not generate (``generates = False``, an autoencoder) only that grid.
     ``options`` are passed to the model's ``sample`` call (e.g. ``max_new_tokens``).
     """
 
@@ -51,23 +52,24 @@ class SampleWriter(L.Callback):
     def on_validation_epoch_end(self, trainer, pl_module):
         if not epoch_is_due(trainer, self.every_n_epochs):
             return
-        samples, _ = draw_samples(pl_module, self.num_samples, seed=self.seed, **self.options)
         tag, step = f"epoch_{trainer.current_epoch:03d}", trainer.global_step
-        if isinstance(samples, torch.Tensor):
-            path = save_image_grid(samples, self.dirpath / f"{tag}.png")
-            self._log_image(trainer, "samples", path, image_grid(samples), step)
-            if self._reference_batch is not None:
-                data = self._reference_batch.to(pl_module.device)
-                pairs = torch.cat([data, pl_module.reconstruct(data)])
-                grid_path = self.dirpath / f"reconstructions_{tag}.png"
-                save_image_grid(pairs, grid_path, nrow=len(data))
-                self._log_image(
-                    trainer, "reconstructions", grid_path, image_grid(pairs, len(data)), step
-                )
-        else:
-            path = save_texts(samples, self.dirpath / f"{tag}.txt")
-            self._log_text(trainer, "samples", samples, step)
-        self.written.append(path)
+        if getattr(pl_module, "generates", True):  # not an autoencoder alone (the VQ-VAE)
+            samples, _ = draw_samples(pl_module, self.num_samples, seed=self.seed, **self.options)
+            if isinstance(samples, torch.Tensor):
+                path = save_image_grid(samples, self.dirpath / f"{tag}.png")
+                self._log_image(trainer, "samples", path, image_grid(samples), step)
+            else:
+                path = save_texts(samples, self.dirpath / f"{tag}.txt")
+                self._log_text(trainer, "samples", samples, step)
+            self.written.append(path)
+        if self._reference_batch is not None:  # reconstructs
+            data = self._reference_batch.to(pl_module.device)
+            pairs = torch.cat([data, pl_module.reconstruct(data)])
+            grid_path = self.dirpath / f"reconstructions_{tag}.png"
+            save_image_grid(pairs, grid_path, nrow=len(data))
+            self._log_image(
+                trainer, "reconstructions", grid_path, image_grid(pairs, len(data)), step
+            )
 
     @staticmethod
     def _log_image(trainer, name: str, path: Path, grid: torch.Tensor, step: int) -> None:

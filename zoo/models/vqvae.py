@@ -69,8 +69,9 @@ def code_statistics(
     z: torch.Tensor, indices: torch.Tensor, codebook_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return how many vectors of z (N, D) each code was assigned, (K,), and their sum, (K, D)."""
-    one_hot = F.one_hot(indices, codebook_size).type_as(z)  # (N, K)
-    return one_hot.sum(dim=0), one_hot.t() @ z
+    counts = torch.bincount(indices, minlength=codebook_size).to(z.dtype)  # (K,)
+    sums = z.new_zeros(codebook_size, z.size(1)).index_add_(0, indices, z)  # (K, D)
+    return counts, sums
 
 
 def ema_codebook_update(

@@ -17,6 +17,7 @@ from zoo.checkpoints import (
     load_checkpoint,
     model_from_checkpoint,
 )
+from zoo.data.encoded import EncodedDataModule
 from zoo.errors import ZooError
 from zoo.evaluation import Evaluation
 from zoo.models import FAMILIES, GenerativeModule
@@ -136,8 +137,10 @@ def _evaluate_checkpoint(
         enable_progress_bar=False,
         enable_model_summary=False,
     )
+    # A second stage is tested on the data encoded by its first, as it was trained.
+    tested = EncodedDataModule(datamodule, model) if model.two_stage else datamodule
     metrics: dict[str, float] = {}
-    for row in tester.test(model, datamodule=datamodule, verbose=False):
+    for row in tester.test(model, datamodule=tested, verbose=False):
         metrics.update({name: float(value) for name, value in row.items()})
     if images is not None:
         evaluation = Evaluation.from_config(cfg.evaluation)
