@@ -398,6 +398,7 @@ def test_train_both_stages_then_sample_labelled_digits_from_the_second_checkpoin
         cfg = compose("sample", overrides=[f"ckpt_path={stage_one}", f"output_dir={out}/vq"])
     with pytest.raises(ZooError, match="does not generate them: train a prior"):
         sample(cfg)
+    judge = save_tensor(checkpoint_of(tiny_family("cnn_classifier")), tmp_path / "judge.ckpt")
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(
             "sample",
@@ -406,7 +407,9 @@ def test_train_both_stages_then_sample_labelled_digits_from_the_second_checkpoin
                 f"output_dir={out}/evaluated",
                 "num_samples=4",
                 "evaluate=true",
-                "evaluation.enabled=false",
+                f"evaluation.classifier_ckpt={judge}",
+                f"evaluation.cache_dir={tmp_path / 'cache'}",
+                "evaluation.metrics=[labels]",
             ],
         )
     result = sample(cfg)
