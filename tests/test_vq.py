@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import subprocess
 import sys
 
@@ -413,5 +414,7 @@ def test_train_both_stages_then_sample_labelled_digits_from_the_second_checkpoin
             ],
         )
     result = sample(cfg)
-    assert result["test/loss"] == pytest.approx(second["test"]["test/loss"], rel=1e-4)
+    # Tested on the codes of the whole test split: after one step, about ln 64 nats per code.
+    assert result["test/loss"] == pytest.approx(math.log(64), rel=0.1)
+    assert 1 <= result["test/classes"] <= 10  # the samples were judged
     assert json.loads((out / "evaluated" / "evaluation.json").read_text())["test/perplexity"] > 1
