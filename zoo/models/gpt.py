@@ -203,6 +203,30 @@ class Transformer(nn.Module):
         return logits, present
 
 
+# Optimisation (nanoGPT's) ------------------------------------------------------------------
+
+
+def decay_groups(parameters) -> list[dict[str, Any]]:
+    """Return nanoGPT's AdamW groups of the trainable ``parameters``: decay on every ≥2-D
+    tensor, none on biases and norms.
+
+    Matrices and embeddings decay at the optimizer's ``weight_decay``; vectors
+    (biases, LayerNorm gains) get 0.
+    """
+    parameters = [p for p in parameters if p.requires_grad]
+    decay = [p for p in parameters if p.dim() >= 2]
+    no_decay = [p for p in parameters if p.dim() < 2]
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def fused_option(optimizer: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Return nanoGPT's choice for an optimizer config whose ``fused`` is unset: AdamW's
+    fused kernel where the device has one (CUDA); nothing for other optimizers."""
+    if optimizer["_target_"] in FUSED_OPTIMIZERS and optimizer.get("fused") is None:
+        return {"fused": device.type == "cuda"}
+    return {}
+
+
 # The LightningModule ------------------------------------------------------------------------
 
 
@@ -278,22 +302,12 @@ class GPT(LanguageModel):
     # Optimisation
 
     def parameter_groups(self):
-        """Return nanoGPT's AdamW groups: decay on every ≥2-D tensor, none on biases and norms.
-
-        Matrices and embeddings decay at the optimizer's ``weight_decay``; vectors
-        (biases, LayerNorm gains) get 0.
-        """
-        parameters = [p for p in self.parameters() if p.requires_grad]
-        decay = [p for p in parameters if p.dim() >= 2]
-        no_decay = [p for p in parameters if p.dim() < 2]
-        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        """Return nanoGPT's AdamW groups: decay on every ≥2-D tensor, none on biases and norms."""
+        return decay_groups(self.parameters())
 
     def optimizer_options(self) -> dict[str, Any]:
         """Return nanoGPT's choice: AdamW's fused kernel where the device has one (CUDA)."""
-        target = self.hparams.optimizer["_target_"]
-        if target in FUSED_OPTIMIZERS and self.hparams.optimizer.get("fused") is None:
-            return {"fused": self.device.type == "cuda"}
-        return {}
+        return fused_option(self.hparams.optimizer, self.device)
 
     # Generation
 

@@ -47,10 +47,11 @@ from zoo.models.base import GenerativeModule, check_fractions, check_sizes
 from zoo.models.gpt import (
     DEFAULT_OPTIMIZER,
     DEFAULT_SCHEDULER,
-    FUSED_OPTIMIZERS,
     POSITIONS,
     GPTConfig,
     Transformer,
+    decay_groups,
+    fused_option,
 )
 from zoo.models.pixelcnn import GatedPixelCNN
 from zoo.nn.decoding import sample_from_logits
@@ -260,19 +261,13 @@ class VQPrior(GenerativeModule):
     # Optimisation
 
     def parameter_groups(self):
-        """Return the prior's AdamW groups (the frozen first stage has none): decay on every
-        ≥2-D tensor, none on biases and norms, as nanoGPT."""
-        parameters = [p for p in self.prior.parameters() if p.requires_grad]
-        decay = [p for p in parameters if p.dim() >= 2]
-        no_decay = [p for p in parameters if p.dim() < 2]
-        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        """Return the prior's AdamW groups as the GPT's (the frozen first stage has none):
+        decay on every ≥2-D tensor, none on biases and norms."""
+        return decay_groups(self.prior.parameters())
 
     def optimizer_options(self) -> dict[str, Any]:
         """Return AdamW's fused kernel where the device has one (CUDA), as the GPT does."""
-        target = self.hparams.optimizer["_target_"]
-        if target in FUSED_OPTIMIZERS and self.hparams.optimizer.get("fused") is None:
-            return {"fused": self.device.type == "cuda"}
-        return {}
+        return fused_option(self.hparams.optimizer, self.device)
 
     # Sampling
 
