@@ -114,7 +114,7 @@ class VectorQuantizer(nn.Module):
     """
 
     def __init__(
-        self, codebook_size: int, dim: int, decay: float, restart_after: int, epsilon=1e-5
+        self, codebook_size: int, dim: int, decay: float, restart_after: int, epsilon: float = 1e-5
     ):
         super().__init__()
         self.codebook_size = codebook_size
