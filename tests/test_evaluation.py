@@ -13,7 +13,7 @@ from conftest import run_script, train_run
 from PIL import Image
 
 import zoo
-from zoo.data import DigitsDataModule
+from zoo.data import DigitsDataModule, MNIST5kDataModule
 from zoo.evaluation import Evaluation, Judge, JudgeMissingError
 from zoo.leaderboard import collect_runs, sort_runs, write_leaderboard
 from zoo.metrics.sample_quality import (
@@ -153,10 +153,10 @@ def test_classifier_learns_a_batch_of_digits():
     assert model.features(x).shape == (64, 32)
 
 
-def save_judge(path, seed: int) -> None:
-    """Write a (randomly initialised) digit classifier checkpoint in zoo's format."""
+def save_judge(path, seed: int, spec: dict = DIGITS) -> None:
+    """Write a (randomly initialised) classifier checkpoint of a data set in zoo's format."""
     torch.manual_seed(seed)
-    model = CNNClassifier(DIGITS, channels=[8, 16])
+    model = CNNClassifier(spec, channels=[8, 16])
     checkpoint = {
         "zoo": {"family": "cnn_classifier", "version": zoo.__version__},
         "hyper_parameters": dict(model.hparams),
@@ -187,6 +187,20 @@ def test_real_features_are_cached_per_judge_and_recomputed_when_it_changes(tmp_p
     second = evaluation.real_features(Judge(judge_path), DigitsDataModule(), record)
     assert not torch.equal(first, second)
     assert len(list((tmp_path / "cache" / "real_features").glob("*.pt"))) == 2
+
+
+def test_real_features_are_cached_per_data_set(tmp_path):
+    evaluation = Evaluation(cache_dir=str(tmp_path / "cache"))
+    features = {}
+    for name, module in (("digits", DigitsDataModule), ("mnist5k", MNIST5kDataModule)):
+        save_judge(tmp_path / f"{name}.ckpt", seed=0, spec=module().spec.to_dict())
+        record = {"name": name, "config": {"_target_": f"zoo.data.{module.__name__}"}}
+        features[name] = evaluation.real_features(
+            Judge(tmp_path / f"{name}.ckpt"), module(), record
+        )
+    assert features["digits"].shape == (180, 16) and features["mnist5k"].shape == (500, 16)
+    cached = sorted(path.name for path in (tmp_path / "cache" / "real_features").glob("*.pt"))
+    assert [name.split("-")[:2] for name in cached] == [["digits", "test"], ["mnist5k", "test"]]
 
 
 def test_a_missing_judge_says_how_to_train_one(tmp_path):
