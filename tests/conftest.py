@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
 from torch.utils.data import DataLoader, TensorDataset
 
 import zoo
@@ -17,6 +20,7 @@ from zoo import checkpoint_format as keys
 from zoo.data.spec import DataSpec
 from zoo.data.tokenizers import CharTokenizer
 from zoo.models import FAMILIES, GenerativeModule
+from zoo.runner import train
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ["debug=smoke", "trainer.accelerator=cpu"]
@@ -127,3 +131,18 @@ def train_run(run_dir: Path, *overrides: str) -> dict:
     """Return results.json of a train.py run written to ``run_dir``."""
     run_script("train.py", *overrides, f"hydra.run.dir={run_dir}")
     return json.loads((run_dir / "results.json").read_text())
+
+
+def train_in_process(run_dir: Path, *overrides: str) -> float | None:
+    """Runs zoo's train() on the config train.py composes, here, writing to ``run_dir``;
+    returns what train() returns (the monitored metric)."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        with open_dict(cfg):
+            del cfg["hydra"]  # as Hydra hands a job its config
+            cfg.paths.output_dir = str(run_dir)
+        return train(cfg)
+    finally:
+        HydraConfig.instance().cfg = None

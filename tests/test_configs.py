@@ -36,6 +36,7 @@ TRAINERS = sorted(path.stem for path in (CONFIG_DIR / "trainer").glob("*.yaml"))
 IMAGE_SPECS = {
     "digits": ((1, 8, 8), 17, 10),
     "mnist": ((1, 28, 28), 256, 10),
+    "mnist5k": ((1, 28, 28), 256, 10),
     "fashion_mnist": ((1, 28, 28), 256, 10),
     "cifar10": ((3, 32, 32), 256, 10),
 }

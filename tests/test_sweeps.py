@@ -16,18 +16,15 @@ import optuna
 import pytest
 import torch
 import yaml
-from conftest import ROOT
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
+from conftest import ROOT, train_in_process
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 from PIL import Image
 
 from hydra_plugins.zoo_optuna_sweeper.optuna_sweeper import parameter
 from zoo.callbacks import OptunaPruning
-from zoo.runner import train
 from zoo.runner.train import _wandb_resume
 
 # One batch of train and val; no test pass, evaluation, sample grids or plots: a job of ~2 s.
@@ -397,20 +394,6 @@ def val_losses(run_dir: Path) -> list[float]:
     """Return the val/loss after each epoch, from the run's CSV log."""
     with open(run_dir / "csv" / "metrics.csv") as file:
         return [float(row["val/loss"]) for row in csv.DictReader(file) if row.get("val/loss")]
-
-
-def train_in_process(run_dir: Path, *overrides: str) -> None:
-    """Runs zoo's train() on the config train.py composes, here, writing to ``run_dir``."""
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    try:
-        with open_dict(cfg):
-            del cfg["hydra"]  # as Hydra hands a job its config
-            cfg.paths.output_dir = str(run_dir)
-        train(cfg)
-    finally:
-        HydraConfig.instance().cfg = None
 
 
 def test_ddp_on_two_cpu_processes_matches_one_process_with_the_same_global_batch(
