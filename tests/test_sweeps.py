@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -326,6 +327,41 @@ def test_a_sweep_folder_holding_another_studys_runs_is_refused_before_any_trial(
         f"trial 0 would resume it: pass a new hydra.sweep.dir (or move {sweep_dir} away)"
     )
     assert optuna.get_all_study_names(storage) == []  # no study was created
+
+
+def test_a_sweep_interrupted_by_sigterm_stops_and_resumes_the_trial_where_it_stopped(tmp_path):
+    # SIGTERM (a scheduler's preemption) during a trial stops the whole sweep, as it stops a
+    # single run, instead of going on to the next trial; the trial keeps its number,
+    # parameters and folder, and the same command resumes it from its interrupted.ckpt.
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    sweep = optuna_sweep(tmp_path / "sweep", storage, "hydra.sweeper.n_trials=2")
+    sweep.append("trainer.max_epochs=100000")
+    process = start_script("train.py", *sweep)
+    checkpoint = tmp_path / "sweep" / "0" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 240
+    while not checkpoint.is_file() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 143, output[-3000:]
+    assert "train.py: the sweep was interrupted by SIGTERM during trial(s) 0;" in output
+    assert not (tmp_path / "sweep" / "1").exists()  # the next trial never started
+    (interrupted,) = load_trials(storage)
+    assert interrupted.state == TrialState.WAITING
+    params = interrupted.params
+    step = torch.load(checkpoint.with_name("interrupted.ckpt"), weights_only=True)["global_step"]
+
+    output = finish(start_script("train.py", *sweep, f"trainer.max_steps={step + 2}"))
+    assert f"resuming from {checkpoint.with_name('interrupted.ckpt')}" in output
+    trials = load_trials(storage)
+    assert [(t.number, t.state) for t in trials] == [
+        (0, TrialState.COMPLETE),
+        (1, TrialState.COMPLETE),
+    ]
+    assert trials[0].params == params
+    results = json.loads((tmp_path / "sweep" / "0" / "results.json").read_text())
+    assert results["global_step"] == step + 2
 
 
 def test_search_space_syntax_maps_to_optuna_distributions():

@@ -39,7 +39,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from zoo.errors import ZooError
+from zoo.errors import RunInterrupted, ZooError
 
 if TYPE_CHECKING:
     import optuna
@@ -257,7 +257,11 @@ class ZooOptunaSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
         with _one_line_errors():
-            return self._sweep(arguments)
+            try:
+                return self._sweep(arguments)
+            except RunInterrupted as error:  # the exit status of an interrupted run
+                print(f"{Path(sys.argv[0]).name}: {error}", file=sys.stderr)
+                sys.exit(143)
 
     def _sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
         import optuna
@@ -324,7 +328,7 @@ class ZooOptunaSweeper(Sweeper):
             try:
                 self.validate_batch_is_legal(batch)
                 for trial in trials:
-                    run_dir = self._claim_trial_folder(sweep_dir, trial.number)
+                    run_dir = self._claim_trial_folder(sweep_dir, trial)
                     trial.set_user_attr("run_dir", str(run_dir))
             except Exception as error:  # an override the config cannot take: a mistake, stop
                 for trial in trials:
@@ -342,20 +346,59 @@ class ZooOptunaSweeper(Sweeper):
                 for trial in trials:
                     self._tell_failure(study, trial, "the sweep was interrupted")
                 raise
+            interrupted = []
             for trial, result in zip(trials, results, strict=True):
-                self._tell(study, trial, searched[trial.number], result)
+                if self._interrupted(result):
+                    interrupted.append(trial.number)
+                    self._hand_back(storage, study, trial, searched[trial.number])
+                else:
+                    self._tell(study, trial, searched[trial.number], result)
             returns.append(results)
+            if interrupted:  # SIGTERM (preemption, kill): stop here, as a single run does
+                write_study_report(study, sweep_dir, self._about())
+                raise RunInterrupted(
+                    f"the sweep was interrupted by SIGTERM during trial(s) "
+                    f"{', '.join(map(str, interrupted))}; they keep their numbers, parameters "
+                    f"and checkpoints: run the same command again to resume them and go on"
+                )
 
-        about = {
+        written = write_study_report(study, sweep_dir, self._about())
+        log.info("study report: %s", "  ".join(str(path) for path in written.values()))
+        return returns
+
+    def _about(self) -> dict[str, Any]:
+        """Return what the study report says about the sweep itself."""
+        from zoo.sweeps import displayed_url
+
+        return {
             "study_name": self.study_name,
             "storage": displayed_url(self.storage_url),
             "direction": self.direction,
             "metric": str(self.config.get("monitor", "objective")),
             "n_trials": self.n_trials,
         }
-        written = write_study_report(study, sweep_dir, about)
-        log.info("study report: %s", "  ".join(str(path) for path in written.values()))
-        return returns
+
+    @staticmethod
+    def _interrupted(result: JobReturn) -> bool:
+        """Return whether the job was stopped by SIGTERM (it raised RunInterrupted)."""
+        return result.status == JobStatus.FAILED and isinstance(
+            result._return_value, RunInterrupted
+        )
+
+    def _hand_back(
+        self, storage: Any, study: optuna.Study, trial: Any, overrides: list[str]
+    ) -> None:
+        """Return an interrupted trial to WAITING, the state of a queued trial: the next
+        sweep asks for it first and gets the same number, parameters and run folder, where
+        the run resumes from its interrupted.ckpt (resume=auto). It is not a failure: the
+        study would otherwise count it and never finish it."""
+        from optuna.trial import TrialState
+
+        trial.set_user_attr("overrides", overrides)
+        study_id = storage.get_study_id_from_name(study.study_name)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        storage.set_trial_state_values(trial_id, TrialState.WAITING)
+        log.warning("trial %d interrupted by SIGTERM: it resumes in the next sweep", trial.number)
 
     def _search_space(self, arguments: list[str]) -> tuple[dict[str, Parameter], list[str]]:
         """Return the searched parameters and the fixed overrides every trial gets.
@@ -427,10 +470,16 @@ class ZooOptunaSweeper(Sweeper):
                     f"hydra.sweep.dir (or move {sweep_dir} away)"
                 )
 
-    def _claim_trial_folder(self, sweep_dir: Path, number: int) -> Path:
-        """Return trial ``number``'s run folder; raise SweepConfigError if it already holds
-        files: a new trial starts in an empty folder, or it would resume what it finds."""
+    def _claim_trial_folder(self, sweep_dir: Path, trial: Any) -> Path:
+        """Return ``trial``'s run folder; raise SweepConfigError if it already holds files
+        that are not this trial's: a new trial starts in an empty folder, or it would resume
+        what it finds. A trial interrupted before (handed back, its folder recorded) resumes
+        its own run there."""
+        number = trial.number
         folder = (sweep_dir / str(number)).absolute()
+        owner = trial.user_attrs.get("run_dir")
+        if owner is not None and Path(owner).resolve() == folder.resolve():
+            return folder
         if folder.is_dir() and any(folder.iterdir()):
             raise SweepConfigError(
                 f"{folder} already holds a run, not trial {number}'s: pass a new "
