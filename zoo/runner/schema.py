@@ -51,6 +51,23 @@ class TrainerBounds:
 
 
 @dataclass
+class DataBounds:
+    """The sizes and fractions a data module may hold (each data set has some of them):
+    checked before the data module is built."""
+
+    batch_size: int = 1
+    num_workers: int = 0
+    split_seed: int = 0
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    val_size: int = 1
+    image_size: int = 1
+    block_size: int = 1
+    samples_per_epoch: Optional[int] = None  # noqa: UP045
+    val_windows: int = 1
+
+
+@dataclass
 class SampleOptions:
     """The options of conf/sample.yaml that every family shares."""
 
@@ -126,6 +143,15 @@ RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "max_epochs": (lambda n: n == -1 or n >= 1, "a positive integer, or -1 for no bound"),
     "min_epochs": (_non_negative, "an integer >= 0"),
     "max_steps": (lambda n: n == -1 or n >= 1, "a positive integer, or -1 for no bound"),
+    # train.py's data
+    "num_workers": (_non_negative, "an integer >= 0"),
+    "val_fraction": (lambda f: 0 <= f < 1, "a number in [0, 1)"),
+    "test_fraction": (lambda f: 0 <= f < 1, "a number in [0, 1)"),
+    "val_size": (_positive, "a positive integer"),
+    "image_size": (_positive, "a positive integer"),
+    "block_size": (_positive, "a positive integer"),
+    "samples_per_epoch": (_positive, "a positive integer"),
+    "val_windows": (_positive, "a positive integer"),
 }
 
 
@@ -170,6 +196,13 @@ def check_train_config(cfg: DictConfig) -> None:
     config that cannot work, before anything is built."""
     top = {name: cfg.get(name) for name in (f.name for f in dataclasses.fields(TrainOptions))}
     _check_ranges(OmegaConf.to_container(_typed(TrainOptions, OmegaConf.create(top))))
+    data = cfg.get("data") or {}
+    sizes = {f.name: data.get(f.name) for f in dataclasses.fields(DataBounds)}
+    sizes = {name: value for name, value in sizes.items() if value is not None}
+    typed_data = _typed(DataBounds, OmegaConf.create(sizes), prefix="data.")
+    _check_ranges(
+        {name: typed_data[name] for name in sizes}, prefix="data."
+    )  # only the keys the data set has
     trainer = cfg.get("trainer") or {}
     bounds = {f.name: trainer.get(f.name) for f in dataclasses.fields(TrainerBounds)}
     bounds = {name: value for name, value in bounds.items() if value is not None}
