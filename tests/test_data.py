@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import gzip
 import http.server
 import importlib.util
+import json
 import pickle
 import struct
 import threading
+import time
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import SequentialSampler
 
 from zoo.data import (
     CIFAR10DataModule,
@@ -28,10 +31,12 @@ from zoo.data import (
     images,
 )
 from zoo.data.images import stratified_split_indices
-from zoo.data.ordering import EpochShuffle
+from zoo.data.ordering import EpochShuffle, FixedOrder, RandomStarts, ResumableLoader
 from zoo.data.shakespeare import play_to_text, shakespeare_text
+from zoo.data.sources import iter_text, read_text
 from zoo.data.tokenizers import tokenizer_from_state
-from zoo.errors import ConfigError, DataNotFoundError
+from zoo.data.tokens import token_dtype
+from zoo.errors import ConfigError, DataNotFoundError, DownloadError
 
 
 def level(k: int, num_levels: int = 256) -> float:
@@ -160,10 +165,12 @@ def test_digits_split_is_80_10_10_and_fixed_by_split_seed_not_the_run_seed():
 def test_digits_loaders_shuffle_only_the_train_split():
     data = DigitsDataModule()
     data.setup()
-    assert isinstance(data.train_dataloader().sampler, EpochShuffle)
-    assert isinstance(data.val_dataloader().sampler, SequentialSampler)
-    assert isinstance(data.test_dataloader().sampler, SequentialSampler)
-    assert data.train_dataloader().drop_last is False
+    train = data.train_dataloader()
+    assert isinstance(train, ResumableLoader) and isinstance(train.sampler, EpochShuffle)
+    assert train.drop_last is False
+    for loader, size in ((data.val_dataloader(), 180), (data.test_dataloader(), 180)):
+        assert isinstance(loader.sampler, FixedOrder)
+        assert list(loader.sampler) == list(range(size))
 
 
 def test_epoch_shuffle_depends_on_the_seed_and_the_epoch_only():
@@ -176,6 +183,61 @@ def test_epoch_shuffle_depends_on_the_seed_and_the_epoch_only():
     second = list(sampler)
     assert second != first and sorted(second) == list(range(100))
     assert list(EpochShuffle(100, seed=8)) != first
+
+
+def test_epoch_shuffle_deals_each_process_a_disjoint_share_of_one_permutation():
+    whole = list(EpochShuffle(101, seed=3))
+    shares = [list(EpochShuffle(101, seed=3, num_replicas=2, rank=rank)) for rank in (0, 1)]
+    assert [len(share) for share in shares] == [50, 50]  # equal steps; item whole[100] sits out
+    assert shares[0] == whole[0:100:2] and shares[1] == whole[1:100:2]
+    assert not set(shares[0]) & set(shares[1])
+    later = EpochShuffle(101, seed=3, num_replicas=2, rank=1)
+    later.set_epoch(4)
+    assert list(later) != shares[1]  # the sampler, not Lightning's wrapper, knows the epoch
+
+
+def test_random_starts_on_two_processes_read_what_one_reads_with_the_global_batch():
+    one = list(RandomStarts(1000, 40, seed=5))
+    shares = [list(RandomStarts(1000, 40, seed=5, num_replicas=2, rank=r)) for r in (0, 1)]
+    batch = 4  # per process; one process reads batches of 8
+    for step in range(5):
+        together = shares[0][step * batch : (step + 1) * batch]
+        together += shares[1][step * batch : (step + 1) * batch]
+        assert sorted(together) == sorted(one[step * 2 * batch : (step + 1) * 2 * batch])
+    assert len(RandomStarts(1000, 41, num_replicas=2, rank=1)) == 21  # none left short
+
+
+def test_fixed_order_shares_every_item_once_without_padding():
+    shares = [list(FixedOrder(list(range(10, 15)), num_replicas=2, rank=r)) for r in (0, 1)]
+    assert shares == [[10, 12, 14], [11, 13]]
+    with pytest.raises(ConfigError, match="2 evaluation items cannot be shared by 3 processes"):
+        FixedOrder([1, 2], num_replicas=3, rank=0)
+
+
+def test_a_loader_restored_from_its_state_serves_the_rest_of_the_epoch():
+    data = DigitsDataModule(batch_size=100)
+    data.setup("fit")
+    loader = data.train_dataloader()
+    loader.sampler.set_epoch(2)
+    whole = [y for _, y in loader]
+    again = data.train_dataloader()
+    again.sampler.set_epoch(2)
+    batches = iter(again)
+    served = [next(batches)[1] for _ in range(3)]
+    state = again.state_dict()
+    assert state == {
+        "seed": again.sampler.seed,
+        "epoch": 2,
+        "consumed": 300,
+        "num_replicas": 1,
+        "order_length": 1437,
+    }
+    resumed = data.train_dataloader()  # a new process: fresh sampler, then the checkpoint's state
+    resumed.load_state_dict(state)
+    rest = [y for _, y in resumed]
+    assert [y.tolist() for y in served + rest] == [y.tolist() for y in whole]
+    resumed.sampler.set_epoch(3)  # the next epoch starts at its beginning
+    assert len([y for _, y in resumed]) == len(whole)
 
 
 def test_iterating_a_loader_leaves_the_global_generator_alone():
@@ -496,53 +558,68 @@ def text_file(tmp_path, corpus):
     return path
 
 
+def text_data(path, tmp_path=None, **options) -> TextFileDataModule:
+    """Return a TextFileDataModule of ``path`` whose token files go under the test's folder."""
+    cache = (tmp_path or path.parent) / "cache"
+    return TextFileDataModule(path=str(path), cache_dir=str(cache), **options)
+
+
+def decoded_windows(data, batch) -> list[str]:
+    """Return the text of each window of a batch: x and the last target."""
+    x, y = batch
+    return [
+        data.tokenizer.decode(torch.cat([row_x, row_y[-1:]]))
+        for row_x, row_y in zip(x, y, strict=True)
+    ]
+
+
 def test_text_windows_are_next_character_pairs_from_the_first_90_percent(text_file, corpus):
-    data = TextFileDataModule(path=str(text_file), block_size=8, batch_size=4, samples_per_epoch=20)
+    data = text_data(text_file, block_size=8, batch_size=4, samples_per_epoch=20)
     data.setup("fit")
-    assert len(data.train_dataset) == 20
-    x, y = first_batch(data.train_dataloader())
+    loader = data.train_dataloader()
+    assert len(loader) == 5
+    x, y = first_batch(loader)
     assert x.shape == y.shape == (4, 8)
     assert x.dtype == y.dtype == torch.int64
     assert torch.equal(x[:, 1:], y[:, :-1])
-    for row_x, row_y in zip(x, y, strict=True):
-        window = data.tokenizer.decode(row_x) + data.tokenizer.decode(row_y[-1:])
-        assert window in corpus[:900]
+    assert all(window in corpus[:900] for window in decoded_windows(data, (x, y)))
 
 
 def test_text_val_split_is_the_last_10_percent_in_evenly_spaced_windows(text_file, corpus):
-    data = TextFileDataModule(path=str(text_file), block_size=8, val_windows=5)
+    data = text_data(text_file, block_size=8, val_windows=5, batch_size=5)
     data.setup("validate")
-    windows = [data.tokenizer.decode(torch.cat([x, y[-1:]])) for x, y in data.val_dataset]
+    windows = decoded_windows(data, first_batch(data.val_dataloader()))
     assert len(windows) == 5
     assert windows[0] == corpus[900:909]  # first window starts the split
     assert windows[-1] == corpus[-9:]  # last window ends the corpus
     assert all(window in corpus[900:] for window in windows)
-    x, y = data.val_dataset[2]
-    assert torch.equal(x[1:], y[:-1])
 
 
 def test_text_test_stage_reads_the_val_windows(text_file):
-    data = TextFileDataModule(path=str(text_file), block_size=8)
+    data = text_data(text_file, block_size=8)
     data.setup("test")
     test_x, _ = first_batch(data.test_dataloader())
     val_x, _ = first_batch(data.val_dataloader())
     assert torch.equal(test_x, val_x)
 
 
-def test_text_random_windows_repeat_under_the_same_seed(text_file):
-    data = TextFileDataModule(path=str(text_file), block_size=8, batch_size=4)
+def test_text_random_windows_follow_the_run_seed_and_leave_the_global_generator_alone(text_file):
+    data = text_data(text_file, block_size=8, batch_size=4)
     data.setup("fit")
     torch.manual_seed(0)
     first, _ = first_batch(data.train_dataloader())
     torch.manual_seed(0)
-    again, _ = first_batch(data.train_dataloader())
+    loader = data.train_dataloader()
+    state = torch.get_rng_state()
+    again, _ = first_batch(loader)
+    assert torch.equal(torch.get_rng_state(), state)
     torch.manual_seed(1)
     other, _ = first_batch(data.train_dataloader())
     assert torch.equal(first, again) and not torch.equal(first, other)
 
 
 def test_text_spec_holds_the_tokenizer_before_setup(text_file, corpus):
-    data = TextFileDataModule(path=str(text_file))
+    data = text_data(text_file)
     spec = data.spec
     assert spec.modality == "text" and spec.vocab_size == len(set(corpus)) == 12
     tokenizer = tokenizer_from_state(spec.tokenizer)
@@ -554,13 +631,112 @@ def test_text_corpus_too_short_for_a_window_is_a_clear_error(tmp_path):
     path = tmp_path / "short.txt"
     path.write_text("To be, or not to be: that is the question.")
     with pytest.raises(ValueError, match="too few .* data.block_size"):
-        TextFileDataModule(path=str(path), block_size=8).setup()
+        text_data(path, block_size=8).setup()
 
 
 def test_text_missing_file_error_names_the_path(tmp_path):
     missing = tmp_path / "nowhere.txt"
     with pytest.raises(FileNotFoundError, match=f"text file not found: {missing}.*data.path"):
-        TextFileDataModule(path=str(missing)).prepare_data()
+        text_data(missing).prepare_data()
+
+
+def test_text_file_without_a_path_names_the_setting():
+    with pytest.raises(ConfigError, match=r"^data=text_file needs data.path=<a file or an http"):
+        TextFileDataModule(path=None)
+
+
+def test_tokenizer_options_that_would_do_nothing_are_refused(text_file):
+    with pytest.raises(ConfigError, match="data.tokenizer must be one of char, byte, bpe"):
+        text_data(text_file, tokenizer="word")
+    with pytest.raises(ConfigError, match="data.vocab_size applies to data.tokenizer=bpe only"):
+        text_data(text_file, tokenizer="char", vocab_size=512)
+
+
+# Token files: prepared once, read through np.memmap ------------------------------------------
+
+
+def test_token_files_hold_the_ids_of_each_split_in_the_smallest_dtype(text_file, corpus):
+    data = text_data(text_file)
+    data.prepare_data()
+    folder = data.prepared.folder
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "meta.json",
+        "tokenizer.json",
+        "train.bin",
+        "val.bin",
+    ]
+    train = np.fromfile(folder / "train.bin", dtype=np.uint16)
+    val = np.fromfile(folder / "val.bin", dtype=np.uint16)
+    assert data.tokenizer.decode(train) == corpus[:900]
+    assert data.tokenizer.decode(val) == corpus[900:]
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["dtype"] == "uint16" and meta["vocab_size"] == 12
+    assert (meta["train_tokens"], meta["val_tokens"]) == (meta["train_chars"], meta["val_chars"])
+    assert (meta["train_chars"], meta["val_chars"]) == (900, 100)
+    assert token_dtype(2**16) == np.uint16 and token_dtype(2**16 + 1) == np.uint32
+
+
+def test_token_files_are_prepared_once_and_again_when_the_text_changes(text_file, corpus):
+    first = text_data(text_file)
+    first.prepare_data()
+    written = (first.prepared.folder / "train.bin").stat().st_mtime_ns
+    again = text_data(text_file)
+    assert again.prepared.folder == first.prepared.folder
+    assert (again.prepared.folder / "train.bin").stat().st_mtime_ns == written
+    text_file.write_text(corpus.upper(), encoding="utf-8")  # another size-preserving text
+    changed = text_data(text_file)
+    assert changed.prepared.folder != first.prepared.folder
+    assert changed.tokenizer.decode(changed.tokenizer.encode("ABC")) == "ABC"
+    assert "a" not in changed.tokenizer.chars
+
+
+def test_token_files_of_another_tokenizer_go_to_their_own_folder(text_file, corpus):
+    char, byte = text_data(text_file), text_data(text_file, tokenizer="byte")
+    assert char.prepared.folder != byte.prepared.folder
+    assert byte.spec.vocab_size == 256
+
+
+def test_a_folder_of_texts_reads_its_files_sorted_with_a_separator_between(tmp_path):
+    folder = tmp_path / "plays"
+    (folder / "b").mkdir(parents=True)
+    (folder / "b" / "two.txt").write_text("second " * 30, encoding="utf-8")
+    (folder / "a.txt").write_text("first " * 30, encoding="utf-8")
+    (folder / ".hidden.txt").write_text("never", encoding="utf-8")
+    data = text_data(folder, tmp_path, separator="|", block_size=4)
+    data.prepare_data()
+    train = np.fromfile(data.prepared.path("train"), dtype=data.prepared.dtype)
+    val = np.fromfile(data.prepared.path("val"), dtype=data.prepared.dtype)
+    assert data.tokenizer.decode(np.concatenate([train, val])) == "first " * 30 + "|" + (
+        "second " * 30
+    )
+
+
+def test_a_byte_order_mark_never_becomes_a_vocabulary_character(tmp_path, corpus):
+    path = tmp_path / "bom.txt"
+    path.write_bytes(codecs.BOM_UTF8 + corpus.encode("utf-8"))
+    data = text_data(path)
+    assert "\ufeff" not in data.tokenizer.chars and data.spec.vocab_size == 12
+    assert read_text(path) == corpus
+
+
+def test_undecodable_bytes_name_the_file_the_offset_and_the_fix(tmp_path, corpus):
+    path = tmp_path / "latin1.txt"
+    # The bad byte sits past the reader's first chunk, behind a character cut at the chunk end.
+    path.write_bytes(codecs.BOM_UTF8 + b"a" * 9 + "é".encode() + b"b" * 9 + b"caf\xe9 au lait")
+    message = f"^{path} is not UTF-8 text: byte 26 \\(0xe9\\) cannot be decoded; save the file"
+    with pytest.raises(ConfigError, match=message):
+        "".join(iter_text(path, chunk_bytes=13))
+    with pytest.raises(ConfigError, match=message):
+        text_data(path).prepare_data()
+
+
+def test_iter_text_never_splits_a_character_between_chunks(tmp_path):
+    text = "Ça va? — naïve 日本語 🎭\n" * 50
+    path = tmp_path / "utf8.txt"
+    path.write_text(text, encoding="utf-8")
+    for chunk_bytes in (1, 2, 3, 5, 64):
+        assert list(iter_text(path, chunk_bytes=chunk_bytes))[0] != ""
+        assert "".join(iter_text(path, chunk_bytes=chunk_bytes)) == text
 
 
 @pytest.fixture
@@ -580,12 +756,22 @@ def served_text(corpus):
         def log_message(self, *args):  # keep the test output quiet
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    with serve(Handler) as url:
+        yield f"{url}/books/corpus.txt", requests
+
+
+@contextlib.contextmanager
+def serve(handler):
+    """Serve ``handler`` on a loopback port; yield the base URL; stop the server afterwards."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/books/corpus.txt", requests
-    server.shutdown()
-    server.server_close()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_text_url_is_downloaded_once_into_the_cache_and_reused(tmp_path, served_text, corpus):
@@ -594,14 +780,62 @@ def test_text_url_is_downloaded_once_into_the_cache_and_reused(tmp_path, served_
     first = TextFileDataModule(path=url, cache_dir=str(cache))
     first.prepare_data()
     assert requests == ["/books/corpus.txt"]
-    cached = list(cache.iterdir())
-    assert len(cached) == 1 and cached[0].name.endswith("-corpus.txt")  # no temporary file left
-    assert first.text == corpus
+    downloads = [path for path in cache.iterdir() if path.is_file()]
+    assert len(downloads) == 1 and downloads[0].name.endswith("-corpus.txt")  # no partial file
+    assert downloads[0].read_text(encoding="utf-8") == corpus
 
     second = TextFileDataModule(path=url, cache_dir=str(cache))
     second.prepare_data()
-    assert second.text == corpus and second.spec == first.spec
+    assert second.spec == first.spec
     assert len(requests) == 1
+
+
+class EndlessBody(http.server.BaseHTTPRequestHandler):
+    """Sends a body that never ends (until 30 s or the client goes): 64 KB at a time, or a
+    byte every 10 ms with ``?slow``."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        slow = self.path.endswith("?slow")
+        stop = time.monotonic() + 30
+        try:
+            while time.monotonic() < stop:
+                self.wfile.write(b"a" if slow else b"a" * 65536)
+                if slow:
+                    self.wfile.flush()
+                    time.sleep(0.01)
+        except OSError:  # the client hung up, as it should
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_download_that_never_ends_stops_at_the_size_cap_in_one_line(tmp_path):
+    with serve(EndlessBody) as url:
+        data = TextFileDataModule(
+            path=f"{url}/endless.txt", cache_dir=str(tmp_path), max_download_mb=2
+        )
+        start = time.monotonic()
+        with pytest.raises(
+            DownloadError, match=r"sends more than data.max_download_mb=2 MB; raise"
+        ):
+            data.prepare_data()
+    assert time.monotonic() - start < 10
+    assert list(tmp_path.iterdir()) == []  # the partial file is gone
+
+
+def test_a_download_past_its_deadline_stops_in_one_line(tmp_path):
+    with serve(EndlessBody) as url:
+        data = TextFileDataModule(
+            path=f"{url}/slow.txt?slow", cache_dir=str(tmp_path), download_timeout_s=0.5
+        )
+        start = time.monotonic()
+        with pytest.raises(DownloadError, match=r"took longer than data.download_timeout_s=0.5 s"):
+            data.prepare_data()
+    assert time.monotonic() - start < 5
+    assert list(tmp_path.iterdir()) == []
 
 
 # Shakespeare ----------------------------------------------------------------------------
@@ -660,8 +894,10 @@ def test_shakespeare_corpus_is_plain_speeches_of_all_the_plays():
         assert name.endswith(":") and lines and all(line.strip() == line != "" for line in lines)
 
 
-def test_shakespeare_module_serves_windows_over_its_vocabulary():
-    data = ShakespeareDataModule(block_size=32, batch_size=2, samples_per_epoch=4)
+def test_shakespeare_module_serves_windows_over_its_vocabulary(tmp_path):
+    data = ShakespeareDataModule(
+        block_size=32, batch_size=2, samples_per_epoch=4, cache_dir=str(tmp_path)
+    )
     spec = data.spec
     assert spec.vocab_size == len(set(shakespeare_text()))
     assert spec.tokenizer == {"kind": "char", "chars": data.tokenizer.chars}

@@ -240,7 +240,9 @@ def test_byte_tokenizer_round_trips_any_text_through_its_plain_state():
 def test_byte_text_data_trains_a_gpt_over_256_bytes(tmp_path):
     corpus = "Ça va? — naïve 日本語\n" * 20
     (tmp_path / "corpus.txt").write_text(corpus, encoding="utf-8")
-    data = TextFileDataModule(path=str(tmp_path / "corpus.txt"), block_size=8, tokenizer="byte")
+    data = TextFileDataModule(
+        path=str(tmp_path / "corpus.txt"), cache_dir=str(tmp_path), block_size=8, tokenizer="byte"
+    )
     spec = data.spec
     assert (spec.vocab_size, spec.tokenizer) == (256, {"kind": "byte"})
     data.setup("fit")
@@ -249,7 +251,7 @@ def test_byte_text_data_trains_a_gpt_over_256_bytes(tmp_path):
     model = GPT(spec.to_dict(), n_layer=1, n_head=2, n_embd=16, block_size=8).eval()
     texts = model.sample(2, prompt="Ça", max_new_tokens=10)
     assert all(isinstance(text, str) and text.startswith("Ça") for text in texts)
-    with pytest.raises(ValueError, match="'char' or 'byte'"):
+    with pytest.raises(ValueError, match="data.tokenizer must be one of char, byte, bpe"):
         TextFileDataModule(path=str(tmp_path / "corpus.txt"), tokenizer="word")
 
 
@@ -299,7 +301,11 @@ class LossRecorder(L.Callback):
 def test_lightning_training_lowers_the_loss_on_a_tiny_corpus(tmp_path):
     (tmp_path / "corpus.txt").write_text(TEXT * 30, encoding="utf-8")
     data = TextFileDataModule(
-        path=str(tmp_path / "corpus.txt"), block_size=16, batch_size=8, samples_per_epoch=80
+        path=str(tmp_path / "corpus.txt"),
+        cache_dir=str(tmp_path),
+        block_size=16,
+        batch_size=8,
+        samples_per_epoch=80,
     )
     scheduler = {
         "_target_": "zoo.nn.schedules.warmup_cosine",

@@ -11,9 +11,10 @@ from zoo.data.images import (
 )
 from zoo.data.spec import DataSpec
 from zoo.data.text import ShakespeareDataModule, TextDataModule, TextFileDataModule
-from zoo.data.tokenizers import ByteTokenizer, CharTokenizer
+from zoo.data.tokenizers import BPETokenizer, ByteTokenizer, CharTokenizer
 
 __all__ = [
+    "BPETokenizer",
     "ByteTokenizer",
     "CIFAR10DataModule",
     "CharTokenizer",

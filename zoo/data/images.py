@@ -27,7 +27,13 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset, random_split
 from torchvision import datasets, transforms
 
-from zoo.data.ordering import EpochShuffle, loader_generator
+from zoo.data.ordering import (
+    EpochShuffle,
+    FixedOrder,
+    ResumableLoader,
+    data_parallel_share,
+    loader_generator,
+)
 from zoo.data.spec import DataSpec
 from zoo.errors import ConfigError, DataNotFoundError, ZooError
 
@@ -75,10 +81,18 @@ class ImageDataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"call {type(self).__name__}.setup() before asking for a loader")
-        return DataLoader(
+        # Each process reads its own share: training, a disjoint part of the epoch's
+        # permutation (resumable mid-epoch); evaluation, every image once over all processes.
+        num_replicas, rank = data_parallel_share(self.trainer)
+        share = {"num_replicas": num_replicas, "rank": rank}
+        if shuffle:
+            sampler, loader = EpochShuffle(len(dataset), **share), ResumableLoader
+        else:
+            sampler, loader = FixedOrder(list(range(len(dataset))), **share), DataLoader
+        return loader(
             dataset,
             batch_size=self.batch_size,
-            sampler=EpochShuffle(len(dataset)) if shuffle else None,
+            sampler=sampler,
             generator=loader_generator(),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,

