@@ -8,6 +8,7 @@ import gzip
 import http.server
 import importlib.util
 import json
+import logging
 import pickle
 import struct
 import threading
@@ -207,9 +208,16 @@ def test_random_starts_on_two_processes_read_what_one_reads_with_the_global_batc
     assert len(RandomStarts(1000, 41, num_replicas=2, rank=1)) == 21  # none left short
 
 
-def test_fixed_order_shares_every_item_once_without_padding():
-    shares = [list(FixedOrder(list(range(10, 15)), num_replicas=2, rank=r)) for r in (0, 1)]
-    assert shares == [[10, 12, 14], [11, 13]]
+def test_fixed_order_deals_equal_shares_without_repeating_an_item(caplog):
+    shares = [list(FixedOrder(list(range(10, 16)), num_replicas=2, rank=r)) for r in (0, 1)]
+    assert shares == [[10, 12, 14], [11, 13, 15]]
+    with caplog.at_level(logging.WARNING, logger="zoo"):
+        uneven = [list(FixedOrder(list(range(10, 15)), num_replicas=2, rank=r)) for r in (0, 1)]
+    assert uneven == [[10, 12], [11, 13]]  # item 14 is left out rather than one repeated
+    assert caplog.messages == [
+        "evaluating 4 of 5 items: an equal share for each of 2 processes; a number of items "
+        "divisible by the processes scores them all"
+    ]
     with pytest.raises(ConfigError, match="2 evaluation items cannot be shared by 3 processes"):
         FixedOrder([1, 2], num_replicas=3, rank=0)
 

@@ -563,10 +563,15 @@ class LanguageModel(GenerativeModule):
         self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True)
         if stage != "train":
             self.log(f"{stage}/perplexity", perplexity(loss), on_epoch=True)
-            # Weighted by characters, the epoch's figure is the split's total bits / characters.
+            # Weighted by characters, the epoch's figure is the split's bits over its characters.
+            # Lightning averages the summed weights over processes by integer division: a
+            # weight that is a multiple of the number of processes keeps that exact.
             num_chars = max(int(self.characters(y)), 1)
+            processes = self.trainer.world_size if self._trainer is not None else 1
             bits = bits_per_character(loss * y.numel(), num_chars)
-            self.log(f"{stage}/bits_per_char", bits, on_epoch=True, batch_size=num_chars)
+            self.log(
+                f"{stage}/bits_per_char", bits, on_epoch=True, batch_size=num_chars * processes
+            )
         return loss
 
     def generate(
