@@ -187,7 +187,10 @@ def test_experiment_data_spec_is_static_and_needs_no_files(compose_train, tmp_pa
     elif data in TEXT_DATA:
         assert spec.modality == "text"
         assert spec.vocab_size > 60  # letters of both cases, digits, punctuation, newline
-        assert len(spec.tokenizer["chars"]) == spec.vocab_size
+        if cfg.data.tokenizer == "char":
+            assert len(spec.tokenizer["chars"]) == spec.vocab_size
+        else:  # learned from the text, prepared once into the token cache (paths.cache_dir)
+            assert spec.tokenizer["kind"] == "bpe" and spec.vocab_size == cfg.data.vocab_size
     else:
         pytest.fail(f"data={data} is new: add the spec it must have to IMAGE_SPECS or TEXT_DATA")
     assert not (tmp_path / "data").exists(), "reading the spec touched the data folder"

@@ -569,7 +569,7 @@ def text_file(tmp_path, corpus):
 def text_data(path, tmp_path=None, **options) -> TextFileDataModule:
     """Return a TextFileDataModule of ``path`` whose token files go under the test's folder."""
     cache = (tmp_path or path.parent) / "cache"
-    return TextFileDataModule(path=str(path), cache_dir=str(cache), **options)
+    return TextFileDataModule(path=str(path), tokens_dir=str(cache), **options)
 
 
 def decoded_windows(data, batch) -> list[str]:
@@ -785,14 +785,14 @@ def serve(handler):
 def test_text_url_is_downloaded_once_into_the_cache_and_reused(tmp_path, served_text, corpus):
     url, requests = served_text
     cache = tmp_path / "cache"
-    first = TextFileDataModule(path=url, cache_dir=str(cache))
+    first = TextFileDataModule(path=url, cache_dir=str(cache), tokens_dir=str(tmp_path / "tokens"))
     first.prepare_data()
     assert requests == ["/books/corpus.txt"]
-    downloads = [path for path in cache.iterdir() if path.is_file()]
+    downloads = list(cache.iterdir())
     assert len(downloads) == 1 and downloads[0].name.endswith("-corpus.txt")  # no partial file
     assert downloads[0].read_text(encoding="utf-8") == corpus
 
-    second = TextFileDataModule(path=url, cache_dir=str(cache))
+    second = TextFileDataModule(path=url, cache_dir=str(cache), tokens_dir=str(tmp_path / "tokens"))
     second.prepare_data()
     assert second.spec == first.spec
     assert len(requests) == 1
@@ -904,7 +904,7 @@ def test_shakespeare_corpus_is_plain_speeches_of_all_the_plays():
 
 def test_shakespeare_module_serves_windows_over_its_vocabulary(tmp_path):
     data = ShakespeareDataModule(
-        block_size=32, batch_size=2, samples_per_epoch=4, cache_dir=str(tmp_path)
+        block_size=32, batch_size=2, samples_per_epoch=4, tokens_dir=str(tmp_path)
     )
     spec = data.spec
     assert spec.vocab_size == len(set(shakespeare_text()))

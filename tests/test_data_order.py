@@ -80,7 +80,7 @@ def corpus_data(tmp_path: Path, **options) -> TextFileDataModule:
     # 10 steps an epoch of 4 windows of 8 characters
     return TextFileDataModule(
         path=str(path),
-        cache_dir=str(tmp_path / "cache"),
+        tokens_dir=str(tmp_path / "tokens"),
         block_size=8,
         batch_size=4,
         samples_per_epoch=40,
@@ -167,7 +167,7 @@ def ddp_overrides(family: str, root: Path, corpus: Path, batch_size: int) -> lis
         *model,
         "data=text_file",
         f"data.path={corpus}",
-        f"data.cache_dir={root / 'cache'}",
+        f"data.tokens_dir={root / 'tokens'}",
         "data.block_size=16",
         f"data.batch_size={batch_size}",
         "data.samples_per_epoch=32",  # 4 steps an epoch of a global batch of 8

@@ -7,12 +7,13 @@ import math
 import lightning as L
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import ROOT, SMOKE, TEXT, run_script, text_spec, train_run
 from hydra import compose, initialize_config_dir
 
 from zoo.checkpoints import load_checkpoint, model_from_checkpoint
 from zoo.data import TextFileDataModule
-from zoo.data.tokenizers import ByteTokenizer, tokenizer_from_state
+from zoo.data.tokenizers import BPETokenizer, ByteTokenizer, CharTokenizer, tokenizer_from_state
 from zoo.models import FAMILIES, GPT
 from zoo.nn.decoding import truncate_at_stop
 from zoo.nn.schedules import warmup_cosine, warmup_cosine_factor
@@ -241,7 +242,7 @@ def test_byte_text_data_trains_a_gpt_over_256_bytes(tmp_path):
     corpus = "Ça va? — naïve 日本語\n" * 20
     (tmp_path / "corpus.txt").write_text(corpus, encoding="utf-8")
     data = TextFileDataModule(
-        path=str(tmp_path / "corpus.txt"), cache_dir=str(tmp_path), block_size=8, tokenizer="byte"
+        path=str(tmp_path / "corpus.txt"), tokens_dir=str(tmp_path), block_size=8, tokenizer="byte"
     )
     spec = data.spec
     assert (spec.vocab_size, spec.tokenizer) == (256, {"kind": "byte"})
@@ -253,6 +254,86 @@ def test_byte_text_data_trains_a_gpt_over_256_bytes(tmp_path):
     assert all(isinstance(text, str) and text.startswith("Ça") for text in texts)
     with pytest.raises(ValueError, match="data.tokenizer must be one of char, byte, bpe"):
         TextFileDataModule(path=str(tmp_path / "corpus.txt"), tokenizer="word")
+
+
+def train_bpe(texts, vocab_size: int = 300) -> BPETokenizer:
+    return BPETokenizer.train(texts, vocab_size)
+
+
+def test_bpe_tokenizer_round_trips_any_utf8_including_characters_it_never_saw():
+    tokenizer = train_bpe([TEXT] * 50)
+    assert 256 < tokenizer.vocab_size <= 300  # the 256 bytes, then merges of the text's pairs
+    assert len(tokenizer.encode(TEXT)) < len(TEXT) / 2  # the merges compress the text it saw
+    unseen = "Ça va? — naïve 日本語 🎭\x00\ufeff\r\n\t end"
+    rebuilt = tokenizer_from_state(tokenizer.state_dict())  # {"kind": "bpe", "json": "…"}
+    assert set(tokenizer.state_dict()) == {"kind", "json"}
+    for text in (TEXT, unseen, ""):
+        ids = rebuilt.encode(text)
+        assert ids == tokenizer.encode(text) and all(0 <= i < tokenizer.vocab_size for i in ids)
+        assert rebuilt.decode(ids) == text
+        assert rebuilt.encode_array(text).tolist() == ids
+    cut = rebuilt.encode("🎭")[:-1]  # a character cut inside its bytes decodes to U+FFFD
+    assert "\ufffd" in rebuilt.decode(cut)
+    with pytest.raises(ValueError, match="data.vocab_size must be at least 256"):
+        train_bpe([TEXT], vocab_size=100)
+
+
+@pytest.mark.parametrize("kind", ["char", "byte", "bpe"])
+def test_every_tokenizer_counts_the_characters_its_ids_hold(kind):
+    text = "Ça va? — naïve 日本語 🎭\n" * 3
+    tokenizer = {
+        "char": CharTokenizer.from_text(text),
+        "byte": ByteTokenizer(),
+        "bpe": train_bpe([text] * 20),
+    }[kind]
+    counts = tokenizer.char_counts()
+    assert len(counts) == tokenizer.vocab_size
+    assert sum(counts[i] for i in tokenizer.encode(text)) == len(text)
+
+
+def validation_metrics(
+    tmp_path, tokenizer: str
+) -> tuple[dict[str, float], GPT, TextFileDataModule]:
+    """Return the validation metrics of an untrained tiny GPT on a UTF-8 corpus."""
+    (tmp_path / "corpus.txt").write_text("Ça va? — naïve 日本語 🎭\n" * 40, encoding="utf-8")
+    data = TextFileDataModule(
+        path=str(tmp_path / "corpus.txt"),
+        tokens_dir=str(tmp_path / tokenizer),
+        tokenizer=tokenizer,
+        vocab_size=300 if tokenizer == "bpe" else None,
+        block_size=8,
+        batch_size=4,
+        val_windows=10,  # batches of 4, 4 and 2: the epoch's figure must weigh them
+    )
+    torch.manual_seed(0)
+    model = GPT(data.spec.to_dict(), n_layer=1, n_head=2, n_embd=16, block_size=8)
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    (metrics,) = trainer.validate(model, datamodule=data, verbose=False)
+    return metrics, model, data
+
+
+@pytest.mark.parametrize("tokenizer", ["char", "byte", "bpe"])
+def test_validation_reports_nats_per_token_and_bits_per_character(tmp_path, tokenizer):
+    metrics, model, data = validation_metrics(tmp_path, tokenizer)
+    assert set(metrics) == {"val/loss", "val/perplexity", "val/bits_per_char"}
+    nats, tokens, characters = 0.0, 0, 0
+    with torch.no_grad():
+        for x, y in data.val_dataloader():
+            logits, _ = model(x)
+            nats += float(F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum"))
+            tokens += y.numel()
+            if tokenizer == "char":
+                characters += y.numel()
+            elif tokenizer == "byte":  # the UTF-8 bytes that start a character
+                characters += sum(1 for b in y.flatten().tolist() if b & 0xC0 != 0x80)
+            else:  # as the test above checks them against len(text)
+                characters += sum(data.tokenizer.char_counts()[i] for i in y.flatten().tolist())
+    assert metrics["val/loss"] == pytest.approx(nats / tokens, rel=1e-5)
+    assert metrics["val/bits_per_char"] == pytest.approx(nats / characters / math.log(2), rel=1e-5)
+    if tokenizer == "char":
+        assert metrics["val/bits_per_char"] == pytest.approx(metrics["val/loss"] / math.log(2))
 
 
 # Checkpoints and torch.compile ---------------------------------------------------------------
@@ -302,7 +383,7 @@ def test_lightning_training_lowers_the_loss_on_a_tiny_corpus(tmp_path):
     (tmp_path / "corpus.txt").write_text(TEXT * 30, encoding="utf-8")
     data = TextFileDataModule(
         path=str(tmp_path / "corpus.txt"),
-        cache_dir=str(tmp_path),
+        tokens_dir=str(tmp_path),
         block_size=16,
         batch_size=8,
         samples_per_epoch=80,
@@ -390,6 +471,45 @@ def test_gpt_preset_trains_and_sample_script_continues_a_prompt(tmp_path):
     assert json.loads((run_dir / "results.json").read_text())["name"] == "gpt_shakespeare_cpu"
 
 
+@pytest.mark.slow  # the real train.py and sample.py, each in its own process
+def test_bpe_preset_trains_and_sample_script_rebuilds_the_tokenizer_from_the_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    results = train_run(
+        run_dir,
+        "experiment=gpt_shakespeare_bpe",
+        *SMOKE,
+        "model.n_layer=1",
+        "model.n_head=2",
+        "model.n_embd=32",
+        "callbacks.sample_writer.options.max_new_tokens=20",
+    )
+    assert {"val/loss", "val/perplexity", "val/bits_per_char"} <= set(results["val"])
+    checkpoint_path = run_dir / "checkpoints" / "last.ckpt"
+    spec = torch.load(checkpoint_path, weights_only=True)["hyper_parameters"]["spec"]
+    assert spec["tokenizer"]["kind"] == "bpe" and isinstance(spec["tokenizer"]["json"], str)
+    assert spec["vocab_size"] == 1024
+
+    prompt = "ROMEO: 日本"  # characters the plays never hold: byte-level BPE encodes them
+    run_script(
+        "sample.py",
+        f"ckpt_path={checkpoint_path}",
+        "num_samples=2",
+        f"prompt='{prompt}'",  # quoted: Hydra's grammar takes other characters only so
+        "max_new_tokens=20",
+        f"output_dir={tmp_path / 'samples'}",
+    )
+    written = (tmp_path / "samples" / "samples.txt").read_text(encoding="utf-8")
+    texts = [part.split("\n", 1)[1].rstrip("\n") for part in written.split("===== sample ")[1:]]
+    # The process that sampled rebuilt the tokenizer from the checkpoint alone: it drew
+    # what this process draws with the same seed.
+    model = model_from_checkpoint(load_checkpoint(checkpoint_path))
+    expected = model.sample(
+        2, prompt=prompt, max_new_tokens=20, generator=torch.Generator().manual_seed(0)
+    )
+    assert texts == [text.rstrip("\n") for text in expected]
+    assert all(text.startswith(prompt) and len(text) > len(prompt) for text in texts)
+
+
 # Presets ----------------------------------------------------------------------------------------
 
 
@@ -438,3 +558,13 @@ def test_gpu_preset_is_nanogpts_shakespeare_char_recipe():
     assert (trainer.max_steps, trainer.max_epochs, trainer.precision) == (5000, -1, "bf16-mixed")
     assert data.samples_per_epoch // data.batch_size == 250
     assert data.val_windows // data.batch_size == 200
+
+
+def test_bpe_preset_is_the_cpu_recipe_over_a_learned_vocabulary():
+    bpe, char = compose_experiment("gpt_shakespeare_bpe"), compose_experiment("gpt_shakespeare_cpu")
+    assert (bpe.data.tokenizer, bpe.data.vocab_size) == ("bpe", 1024)
+    for group in ("model", "trainer"):
+        assert bpe[group] == char[group]
+    assert {k: v for k, v in bpe.data.items() if k not in ("tokenizer", "vocab_size")} == {
+        k: v for k, v in char.data.items() if k not in ("tokenizer", "vocab_size")
+    }

@@ -15,7 +15,7 @@ from zoo.errors import ZooError
 from zoo.models import FAMILIES, GenerativeModule
 
 # Data-module arguments that say where data live: evaluation takes them from the user.
-LOCATION_ARGUMENTS = ("root", "path", "cache_dir", "download")
+LOCATION_ARGUMENTS = ("root", "path", "cache_dir", "tokens_dir", "download")
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

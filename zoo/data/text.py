@@ -72,8 +72,9 @@ class TextDataModule(L.LightningDataModule):
     A subclass implements :meth:`source_name`, :meth:`source_fingerprint` (plain values
     that change whenever the text does) and :meth:`iter_text` (the text in chunks).
 
-    ``spec`` and ``tokenizer`` are ready as soon as the corpus is prepared, which the
-    first of ``prepare_data()``, ``spec`` or ``setup()`` does. An epoch is
+    ``spec`` and ``tokenizer`` are ready as soon as the corpus is prepared into
+    ``tokens_dir`` (a cache: delete it at will), which the first of ``prepare_data()``,
+    ``spec`` or ``setup()`` does. An epoch is
     ``samples_per_epoch`` random windows over all processes; validation scores
     ``val_windows`` fixed windows. ``vocab_size`` is BPE's vocabulary (1024 when None).
     """
@@ -89,7 +90,7 @@ class TextDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         tokenizer: str = "char",
         vocab_size: int | None = None,
-        cache_dir: str = "data/text",
+        tokens_dir: str = ".cache/zoo/tokens",
     ):
         super().__init__()
         if not 0 < val_fraction < 1:
@@ -104,7 +105,7 @@ class TextDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.tokenizer_kind = tokenizer
         self.vocab_size = vocab_size
-        self.cache_dir = Path(cache_dir)
+        self.tokens_dir = Path(tokens_dir)
         self.train_dataset: TokenWindows | None = None
         self.val_dataset: TokenWindows | None = None
 
@@ -135,7 +136,9 @@ class TextDataModule(L.LightningDataModule):
         }
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         vocabulary = f"bpe{self.vocab_size or 1024}" if self.tokenizer_kind == "bpe" else ""
-        return self.cache_dir / f"{self.source_name()}-{vocabulary or self.tokenizer_kind}-{digest}"
+        return (
+            self.tokens_dir / f"{self.source_name()}-{vocabulary or self.tokenizer_kind}-{digest}"
+        )
 
     @cached_property
     def prepared(self) -> TokenFiles:
@@ -266,10 +269,11 @@ class TextFileDataModule(TextDataModule):
         download_timeout_s: float = 600,
         **kwargs: Any,
     ):
-        super().__init__(cache_dir=cache_dir, **kwargs)
+        super().__init__(**kwargs)
         if path is None:
             raise ConfigError("data=text_file needs data.path=<a file or an http(s) URL>")
         self.path = str(path)
+        self.cache_dir = Path(cache_dir)
         self.separator = separator
         self.max_download_mb = max_download_mb
         self.download_timeout_s = download_timeout_s
