@@ -1,5 +1,6 @@
 """train.py → checkpoint → sample.py, run as a user runs them: the real scripts in subprocesses."""
 
+import codecs
 import json
 import subprocess
 import sys
@@ -119,6 +120,28 @@ def test_text_run_logs_everywhere_and_samples_continue_the_prompt(char_rnn_run, 
     text = (tmp_path / "samples.txt").read_text()
     assert text.count("===== sample") == 3
     assert text.count("ROMEO:") >= 3
+
+
+def test_prompts_lose_a_byte_order_mark_and_an_undecodable_prompt_file_is_named(
+    char_rnn_run, tmp_path
+):
+    checkpoint = char_rnn_run / "checkpoints" / "last.ckpt"
+    options = {"ckpt_path": checkpoint, "num_samples": 1, "max_new_tokens": 5, "seed": 3}
+    (tmp_path / "bom.txt").write_bytes(codecs.BOM_UTF8 + b"ROMEO:")
+    from_file = sample(
+        sample_config(**options, prompt_file=tmp_path / "bom.txt", output_dir=tmp_path / "a")
+    )
+    # A BOM pasted into the command line (Hydra's grammar takes it quoted) is dropped too.
+    from_string = sample(
+        sample_config(**options, prompt="'\ufeffROMEO:'", output_dir=tmp_path / "b")
+    )
+    texts = [(tmp_path / d / "samples.txt").read_text(encoding="utf-8") for d in ("a", "b")]
+    assert texts[0] == texts[1] and "\ufeff" not in texts[0]
+    assert texts[0].startswith("===== sample 0 =====\nROMEO:")
+    assert from_file["num_samples"] == from_string["num_samples"] == 1
+    (tmp_path / "latin1.txt").write_bytes("ROMEO: caf\u00e9".encode("latin-1"))
+    with pytest.raises(ZooError, match=r"latin1.txt is not UTF-8 text: byte 10 \(0xe9\)"):
+        sample(sample_config(ckpt_path=checkpoint, prompt_file=tmp_path / "latin1.txt"))
 
 
 def sample_config(**overrides):

@@ -18,6 +18,7 @@ from zoo.checkpoints import (
     model_from_checkpoint,
 )
 from zoo.data.encoded import EncodedDataModule
+from zoo.data.sources import read_text, strip_bom
 from zoo.errors import ZooError
 from zoo.evaluation import Evaluation
 from zoo.models import FAMILIES, GenerativeModule
@@ -50,13 +51,15 @@ def _family_options(model: GenerativeModule, cfg: DictConfig) -> dict[str, Any]:
                 f"it takes: {', '.join(accepted) or 'no options'}"
             )
         options[name] = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    if isinstance(options.get("prompt"), str):
+        options["prompt"] = strip_bom(options["prompt"])
     if cfg.get("prompt_file"):
         if "prompt" not in accepted:
             raise ZooError(f"prompt_file= is not an option of the {model.family} family")
         prompt_path = Path(cfg.prompt_file)
         if not prompt_path.is_file():
             raise ZooError(f"prompt_file={prompt_path} does not exist")
-        options["prompt"] = prompt_path.read_text(encoding="utf-8")
+        options["prompt"] = read_text(prompt_path)  # zoo's one text reader: utf-8-sig
     if "progress" in inspect.signature(model.sample).parameters:
         options["progress"] = True  # long samplers show a progress bar
     return options
