@@ -35,6 +35,7 @@ from zoo.data.images import stratified_split_indices
 from zoo.data.ordering import EpochShuffle, FixedOrder, RandomStarts, ResumableLoader
 from zoo.data.shakespeare import play_to_text, shakespeare_text
 from zoo.data.sources import iter_text, read_text
+from zoo.data.text import evenly_spaced_starts
 from zoo.data.tokenizers import tokenizer_from_state
 from zoo.data.tokens import token_dtype
 from zoo.errors import ConfigError, DataNotFoundError, DownloadError
@@ -238,7 +239,7 @@ def test_a_loader_restored_from_its_state_serves_the_rest_of_the_epoch():
         "epoch": 2,
         "consumed": 300,
         "num_replicas": 1,
-        "order_length": 1437,
+        "drawn_over": {"num_items": 1437},
     }
     resumed = data.train_dataloader()  # a new process: fresh sampler, then the checkpoint's state
     resumed.load_state_dict(state)
@@ -601,6 +602,15 @@ def test_text_val_split_is_the_last_10_percent_in_evenly_spaced_windows(text_fil
     assert windows[0] == corpus[900:909]  # first window starts the split
     assert windows[-1] == corpus[-9:]  # last window ends the corpus
     assert all(window in corpus[900:] for window in windows)
+
+
+@pytest.mark.parametrize("num_starts", [1, 2, 9, 100, 107_402_798, 2**40 + 1])
+def test_evenly_spaced_starts_begin_and_end_the_text_at_any_size(num_starts):
+    starts = evenly_spaced_starts(num_starts, 240)
+    assert len(starts) == min(240, num_starts) and starts[0] == 0
+    assert starts[-1] == num_starts - 1 and starts == sorted(set(starts))
+    gaps = {b - a for a, b in zip(starts, starts[1:], strict=False)}
+    assert max(gaps, default=0) - min(gaps, default=0) <= 1  # as even as integers allow
 
 
 def test_text_test_stage_reads_the_val_windows(text_file):

@@ -90,27 +90,25 @@ def corpus_data(tmp_path: Path, **options) -> TextFileDataModule:
 
 
 @pytest.mark.parametrize(
-    ("build", "make_data", "stop", "end"),
+    ("build", "make_data", "stop", "end", "served"),
     [
-        # checkpoint at step 13, inside the second epoch of 10 steps; resume to step 25
-        (char_rnn, corpus_data, 13, 25),
+        # checkpoint at step 13, 3 batches of 4 into the second epoch of 10; resume to step 25
+        (char_rnn, corpus_data, 13, 25, 12),
         # the same with two loader workers, which fetch ahead of the step the checkpoint is at
-        (char_rnn, lambda tmp_path: corpus_data(tmp_path, num_workers=2), 13, 25),
+        (char_rnn, lambda tmp_path: corpus_data(tmp_path, num_workers=2), 13, 25, 12),
         # 1,437 training digits in batches of 256: 6 steps an epoch; step 8 is mid-epoch 2
-        (vae, lambda tmp_path: DigitsDataModule(batch_size=256), 8, 15),
+        (vae, lambda tmp_path: DigitsDataModule(batch_size=256), 8, 15, 512),
     ],
     ids=["char_rnn_text", "char_rnn_text_workers", "vae_digits"],
 )
 def test_a_run_resumed_mid_epoch_continues_the_batches_and_losses_of_the_uninterrupted_run(
-    tmp_path, build, make_data, stop, end, caplog
+    tmp_path, build, make_data, stop, end, served, caplog
 ):
     whole = fit(build, make_data(tmp_path), tmp_path / "whole", end, every=stop)
     (checkpoint,) = (tmp_path / "whole").glob(f"epoch=1-step={stop}.ckpt")
     saved = torch.load(checkpoint, weights_only=True)
     (loader_state,) = saved["loops"]["fit_loop"]["state_dict"]["combined_loader"]
-    assert (
-        loader_state["epoch"] == 1 and 0 < loader_state["consumed"] < loader_state["order_length"]
-    )
+    assert (loader_state["epoch"], loader_state["consumed"]) == (1, served)
 
     with caplog.at_level(logging.WARNING):
         resumed = fit(

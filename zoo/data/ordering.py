@@ -54,11 +54,12 @@ class ShardedSampler(DistributedSampler):
     """A training sampler: each epoch a global order of items, drawn from ``(seed, epoch)``,
     dealt out to the processes in turn; resumable from any position in the epoch.
 
-    Subclasses implement :meth:`epoch_order` and :meth:`order_length`. Each process reads
-    ``order_length() // num_replicas`` items an epoch (the at most ``num_replicas - 1``
-    items left over are skipped, so that every process runs the same number of steps, as
-    DDP requires). ``consumed`` counts the items of the epoch's global order already
-    served to all processes; :class:`ResumableLoader` advances it batch by batch.
+    Subclasses implement :meth:`epoch_order`, :meth:`order_length` and :meth:`drawn_over`.
+    Each process reads ``order_length() // num_replicas`` items an epoch (the at most
+    ``num_replicas - 1`` items left over are skipped, so that every process runs the same
+    number of steps, as DDP requires). ``consumed`` counts the items of the epoch's global
+    order already served to all processes; :class:`ResumableLoader` advances it batch by
+    batch.
     ``seed`` defaults to torch's initial seed, the one ``seed_everything`` set for the run.
     """
 
@@ -78,6 +79,10 @@ class ShardedSampler(DistributedSampler):
 
     def epoch_order(self, generator: torch.Generator) -> torch.Tensor:
         """Return the epoch's global order of item indices, (order_length(),) int64."""
+        raise NotImplementedError
+
+    def drawn_over(self) -> dict[str, int]:
+        """Return the sizes the order is drawn from: another value, another order."""
         raise NotImplementedError
 
     def __len__(self) -> int:
@@ -109,19 +114,19 @@ class ShardedSampler(DistributedSampler):
             "epoch": self.epoch,
             "consumed": self.consumed,
             "num_replicas": self.num_replicas,
-            "order_length": self.order_length(),
+            "drawn_over": self.drawn_over(),
         }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Continues from :meth:`state_dict`'s position; logs one line where the continuation
         cannot be exact (another number of processes, or another epoch length)."""
         self.seed, self.epoch, self.consumed = state["seed"], state["epoch"], state["consumed"]
-        if state["order_length"] != self.order_length():
+        if state["drawn_over"] != self.drawn_over():
             log.warning(
-                "the checkpoint's epoch held %d items, this run's holds %d: the data order of "
-                "epoch %d starts afresh, so the resumed run will not repeat the interrupted one",
-                state["order_length"],
-                self.order_length(),
+                "the checkpoint's data order was drawn over %s, this run's over %s: epoch %d "
+                "starts afresh, so the resumed run will not repeat the interrupted one",
+                state["drawn_over"],
+                self.drawn_over(),
                 self.epoch,
             )
             self.consumed = 0
@@ -148,6 +153,9 @@ class EpochShuffle(ShardedSampler):
     def epoch_order(self, generator: torch.Generator) -> torch.Tensor:
         return torch.randperm(self.num_items, generator=generator)
 
+    def drawn_over(self) -> dict[str, int]:
+        return {"num_items": self.num_items}
+
 
 class RandomStarts(ShardedSampler):
     """``num_samples`` indices drawn uniformly from ``range(num_items)`` per epoch, with
@@ -170,6 +178,9 @@ class RandomStarts(ShardedSampler):
 
     def epoch_order(self, generator: torch.Generator) -> torch.Tensor:
         return torch.randint(self.num_items, (self.order_length(),), generator=generator)
+
+    def drawn_over(self) -> dict[str, int]:
+        return {"num_items": self.num_items, "num_samples": self.num_samples}
 
 
 class FixedOrder(DistributedSampler):

@@ -27,7 +27,6 @@ from typing import Any
 from urllib.parse import urlparse
 
 import lightning as L
-import torch
 from torch.utils.data import DataLoader
 
 import zoo.data.shakespeare
@@ -63,7 +62,11 @@ def evenly_spaced_starts(num_starts: int, max_windows: int) -> list[int]:
     """Return at most ``max_windows`` window offsets evenly spaced over ``range(num_starts)``,
     the first and the last included: every validation pass scores the same text."""
     count = min(max_windows, num_starts)
-    return torch.linspace(0, num_starts - 1, count).round().long().tolist()
+    if count <= 1:
+        return [0] * count
+    # round(i · (n − 1) / (count − 1)) in integers: exact at any corpus size (float32 is not).
+    span, steps = num_starts - 1, count - 1
+    return [(2 * i * span + steps) // (2 * steps) for i in range(count)]
 
 
 class TextDataModule(L.LightningDataModule):
