@@ -16,9 +16,9 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT
 from lightning.pytorch.callbacks import ModelCheckpoint
 from test_sweeps import train_in_process
-from test_train_sample import ROOT
 
 from zoo.data import DigitsDataModule, TextFileDataModule
 from zoo.models import VAE, CharRNN

@@ -308,6 +308,14 @@ class GenerativeModule(L.LightningModule):
         ``max_steps`` makes, when only it bounds the run), or the optimizer steps with
         ``interval="step"``. Raises ConfigError when the run is unbounded."""
         trainer = self.trainer
+        # A bound the trainer states needs no data. Reading the training loader here (as
+        # estimated_stepping_batches does) comes before a resumed run restores its loops,
+        # and Lightning then never hands the loader its place in the epoch.
+        bounded_by_epochs = trainer.max_epochs not in (None, -1)
+        if interval == "epoch" and bounded_by_epochs:
+            return int(trainer.max_epochs)
+        if interval == "step" and not bounded_by_epochs and trainer.max_steps not in (None, -1):
+            return int(trainer.max_steps)
         steps = trainer.estimated_stepping_batches
         length = steps
         if interval == "epoch":
@@ -444,6 +452,14 @@ class GenerativeModule(L.LightningModule):
         self._resumed_hyper_parameters = checkpoint.get(keys.HYPER_PARAMETERS)
 
     def on_train_start(self) -> None:
+        # A resumed run's training loader gets its place in the epoch from the checkpoint
+        # (zoo.data.ordering.ResumableLoader) when Lightning builds the loader after restoring
+        # its loops. When configure_optimizers had to read the loader first (a schedule
+        # planned from the batches per epoch), the place is handed over here, before the
+        # first batch is drawn.
+        fit_loop = self.trainer.fit_loop
+        if getattr(fit_loop, "_combined_loader_states_to_load", None):
+            fit_loop._load_combined_loader_states()
         if self._rng_to_restore is not None:
             restore_rng_states(self._rng_to_restore)
             self._rng_to_restore = None
