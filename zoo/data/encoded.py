@@ -10,7 +10,13 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from zoo.data.ordering import EpochShuffle, loader_generator
+from zoo.data.ordering import (
+    EpochShuffle,
+    FixedOrder,
+    ResumableLoader,
+    data_parallel_share,
+    loader_generator,
+)
 
 
 class Encoder(Protocol):
@@ -25,8 +31,9 @@ class EncodedDataModule(L.LightningDataModule):
     """Serves ``(encoded, labels)`` batches of ``source``'s splits, each image encoded once.
 
     The splits are encoded when first set up, in order and without gradients, on the
-    trainer's device when there is one; the training loader then shuffles the encoded
-    set by (seed, epoch) as every zoo loader does. ``source`` stays the data set of record:
+    trainer's device when there is one; the loaders then read the encoded set as every zoo
+    loader does (:mod:`zoo.data.ordering`): training shuffled by (seed, epoch), each process
+    its own share, resumable mid-epoch. ``source`` stays the data set of record:
     evaluation judges samples against its real images.
     """
 
@@ -85,11 +92,16 @@ class EncodedDataModule(L.LightningDataModule):
         if split not in self._encoded:
             raise RuntimeError(f"call {type(self).__name__}.setup() before asking for a loader")
         dataset = self._encoded[split]
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=EpochShuffle(len(dataset)) if shuffle else None,
-            generator=loader_generator(),
+        # As every zoo loader: each process reads its own share, training a disjoint part of
+        # the epoch's permutation (resumable mid-epoch), evaluation every item once.
+        num_replicas, rank = data_parallel_share(self.trainer)
+        share = {"num_replicas": num_replicas, "rank": rank}
+        if shuffle:
+            sampler, loader = EpochShuffle(len(dataset), **share), ResumableLoader
+        else:
+            sampler, loader = FixedOrder(list(range(len(dataset))), **share), DataLoader
+        return loader(
+            dataset, batch_size=self.batch_size, sampler=sampler, generator=loader_generator()
         )
 
     def train_dataloader(self) -> DataLoader:
