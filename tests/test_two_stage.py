@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import lightning as L
@@ -114,6 +115,42 @@ def test_the_data_is_encoded_once_and_the_first_stage_stays_frozen_in_training(
     latents = encoded.train_dataloader().dataset.tensors[0]
     assert model.mean.detach() == pytest.approx(latents.mean(0), abs=0.3)
     assert source_of(encoded) is digits and source_of(digits) is digits
+
+
+class Flatten:
+    """The smallest encoder: images (B, C, H, W) → (B, C·H·W)."""
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return images.flatten(1)
+
+
+def test_encoded_data_deals_each_process_its_own_share_and_resumes_mid_epoch():
+    def loaders(num_replicas: int, rank: int) -> tuple:
+        encoded = EncodedDataModule(DigitsDataModule(batch_size=16), Flatten())
+        encoded.setup("fit")
+        # What a DDP trainer tells its data modules about the processes.
+        encoded.trainer = SimpleNamespace(
+            distributed_sampler_kwargs={"num_replicas": num_replicas, "rank": rank}
+        )
+        return encoded.train_dataloader(), encoded.val_dataloader()
+
+    (one_train, one_val), *shares = [loaders(*share) for share in ((1, 0), (2, 0), (2, 1))]
+    whole = list(one_train.sampler)  # 1,437 training images, shuffled by (seed, epoch)
+    trains = [list(train.sampler) for train, _ in shares]
+    assert trains[0] == whole[0:1436:2] and trains[1] == whole[1:1436:2]
+    vals = [list(val.sampler) for _, val in shares]
+    assert sorted(vals[0] + vals[1]) == list(one_val.sampler) == list(range(180))
+    assert not set(vals[0]) & set(vals[1])
+
+    train = shares[1][0]
+    batches = iter(train)
+    next(batches), next(batches)
+    state = train.state_dict()  # what a checkpoint taken after two steps holds
+    _, expected = next(batches)
+    resumed = loaders(2, 1)[0]
+    resumed.load_state_dict(state)
+    _, first = next(iter(resumed))
+    assert torch.equal(first, expected)
 
 
 def test_one_checkpoint_rebuilds_both_stages_and_samples_the_same_images(
