@@ -210,7 +210,11 @@ def test_checkpoint_trained_on_gpu_samples_on_cpu(tmp_path):
 
 def test_train_script_reports_a_missing_data_folder_in_one_line(tmp_path):
     process = run_script(
-        "train.py", "data=image_folder", f"data.root={tmp_path / 'none'}", check=False
+        "train.py",
+        "data=image_folder",
+        f"data.root={tmp_path / 'none'}",
+        f"hydra.run.dir={tmp_path / 'run'}",  # the run's log stays out of the repository
+        check=False,
     )
     assert process.returncode != 0 and "Traceback" not in process.stderr
     assert process.stderr.strip().splitlines()[-1] == (
