@@ -198,6 +198,18 @@ def train_with(tmp_path: Path, *overrides: str):
             ["data=image_folder", "data.root=x", "data.image_size=0"],
             "data.image_size must be a positive integer, got 0",
         ),
+        (
+            ["data=shakespeare", "model=char_rnn", "data.tokenizer=bpe", "data.vocab_size=100"],
+            "data.vocab_size must be an integer >= 256 (BPE starts from the 256 bytes), got 100",
+        ),
+        (
+            ["data=text_file", "data.path=x.txt", "model=char_rnn", "data.max_download_mb=0"],
+            "data.max_download_mb must be a number > 0, got 0",
+        ),
+        (
+            ["data=text_file", "data.path=x.txt", "model=char_rnn", "data.download_timeout_s=abc"],
+            "data.download_timeout_s must be a number, got 'abc'",
+        ),
         (["monitor=val/bdp"], "monitor=val/bdp is never logged by a vae run; it logs"),
         (["data=text_file", "model=char_rnn"], "data=text_file needs data.path=<a text file"),
     ],

@@ -65,6 +65,9 @@ class DataBounds:
     block_size: int = 1
     samples_per_epoch: Optional[int] = None  # noqa: UP045
     val_windows: int = 1
+    vocab_size: Optional[int] = None  # noqa: UP045
+    max_download_mb: float = 1.0
+    download_timeout_s: float = 1.0
 
 
 @dataclass
@@ -152,6 +155,9 @@ RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "block_size": (_positive, "a positive integer"),
     "samples_per_epoch": (_positive, "a positive integer"),
     "val_windows": (_positive, "a positive integer"),
+    "vocab_size": (lambda n: n >= 256, "an integer >= 256 (BPE starts from the 256 bytes)"),
+    "max_download_mb": (lambda x: x > 0, "a number > 0"),
+    "download_timeout_s": (lambda x: x > 0, "a number > 0"),
 }
 
 
