@@ -53,9 +53,9 @@ def test_kl_to_standard_normal_matches_closed_form():
     assert gaussian_kl_to_standard_normal(torch.zeros(3, 4), torch.zeros(3, 4)).abs().max() == 0
 
 
-def uniform_vae(likelihood: str) -> VAE:
+def uniform_vae(likelihood: str, **options) -> VAE:
     """Return a VAE whose posterior is the prior and whose decoder is uniform over the levels."""
-    vae = VAE(DIGITS_SPEC, likelihood=likelihood)
+    vae = VAE(DIGITS_SPEC, likelihood=likelihood, **options)
     with torch.no_grad():
         for layer in (vae.encoder.to_posterior, vae.decoder.layers[-1]):
             layer.weight.zero_()
@@ -63,10 +63,11 @@ def uniform_vae(likelihood: str) -> VAE:
     return vae
 
 
-def test_vae_bits_per_dim_of_a_uniform_decoder_is_log2_of_the_levels():
+@pytest.mark.parametrize("latent", ["flat", "spatial"])
+def test_vae_bits_per_dim_of_a_uniform_decoder_is_log2_of_the_levels(latent):
     # q(z|x) = N(0, I) = p(z) makes the KL zero; uniform logits give every one of
     # the 17 levels probability 1/17, so -ELBO = D·ln 17 and bits/dim = log2 17.
-    vae = uniform_vae("categorical")
+    vae = uniform_vae("categorical", latent=latent)
     x = levels_to_index(torch.rand(5, 1, 8, 8) * 2 - 1, 17).float() / 16 * 2 - 1
     terms = vae.negative_elbo(x)
     bpd = (terms["reconstruction"] + terms["kl"]) / (64 * math.log(2))
@@ -110,6 +111,21 @@ def test_vae_one_optimizer_step_lowers_the_loss_on_a_batch():
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] - 1.0
+
+
+def test_a_spatial_vae_has_a_map_of_latent_channels_at_the_last_resolution():
+    spec = DataSpec(modality="image", shape=(1, 28, 28), num_levels=256).to_dict()
+    vae = VAE(spec, latent="spatial", latent_channels=4, channels=[32, 64]).eval()
+    x = torch.rand(3, 1, 28, 28) * 2 - 1
+    assert vae.latent_shape == (4, 7, 7) and vae.latent_dim == 196
+    mean, log_var = vae.encoder(x)  # flattened channels first, as the KL and bounds sum them
+    assert mean.shape == log_var.shape == (3, 196)
+    assert torch.equal(vae.posterior_mean(x), mean.view(3, 4, 7, 7))
+    assert vae.sample(2, generator=torch.Generator().manual_seed(0)).shape == (2, 1, 28, 28)
+    flat = VAE(spec, channels=[32, 64])  # the default is unchanged: a vector of latent_dim
+    assert flat.latent_shape == (16,) and isinstance(flat.encoder.to_posterior, torch.nn.Linear)
+    with pytest.raises(ValueError, match="model.latent must be flat or spatial"):
+        VAE(spec, latent="grid")
 
 
 def test_vae_rejects_an_image_size_its_stages_cannot_halve():

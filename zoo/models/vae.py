@@ -5,6 +5,12 @@ bound of Burda et al. (2016). The decoder's likelihood is over the data's own
 discrete levels (a discretized logistic, as in PixelCNN++, or a categorical), so
 the negative ELBO is a true upper bound on the negative log-likelihood of the
 discrete images, reported in bits/dim.
+
+The latent is a vector (``latent: flat``, the default) or a feature map of
+``latent_channels`` at the encoder's last resolution (``latent: spatial``, e.g. 28×28 →
+4×7×7): the KL-regularised autoencoder that latent diffusion (Rombach et al., 2022) uses as
+its first stage, here with the same discrete likelihood and bound. Its posterior mean
+(``posterior_mean``) is what a second stage models, and ``decode`` maps latents back to images.
 """
 
 from __future__ import annotations
@@ -28,14 +34,22 @@ from zoo.nn.distributions import (
 )
 from zoo.nn.schedules import COSINE_OVER_THE_RUN
 
+LATENTS = ("flat", "spatial")
+
 # Networks
 
 
 class Encoder(nn.Module):
-    """Maps images (B, C, H, W) to the mean and log-variance of q(z|x), each (B, latent_dim)."""
+    """Maps images (B, C, H, W) to the mean and log-variance of q(z|x), each (B, D): D is
+    latent_dim, or latent_channels·h·w for a spatial latent (flattened channels first)."""
 
     def __init__(
-        self, in_channels: int, channels: list[int], final_hw: tuple[int, int], latent_dim: int
+        self,
+        in_channels: int,
+        channels: list[int],
+        final_hw: tuple[int, int],
+        latent_dim: int,
+        latent_channels: int | None = None,
     ):
         super().__init__()
         layers: list[nn.Module] = [nn.Conv2d(in_channels, channels[0], 3, padding=1), nn.SiLU()]
@@ -45,23 +59,40 @@ class Encoder(nn.Module):
             layers += [nn.Conv2d(width, width, 3, padding=1), nn.SiLU()]
             previous = width
         self.features = nn.Sequential(*layers)
-        self.to_posterior = nn.Linear(previous * final_hw[0] * final_hw[1], 2 * latent_dim)
+        self.spatial = latent_channels is not None
+        if self.spatial:
+            self.to_posterior = nn.Conv2d(previous, 2 * latent_channels, 3, padding=1)
+        else:
+            self.to_posterior = nn.Linear(previous * final_hw[0] * final_hw[1], 2 * latent_dim)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.features(x).flatten(1)  # (B, C'·h·w)
-        mean, log_var = self.to_posterior(h).chunk(2, dim=-1)  # (B, latent_dim) each
+        h = self.features(x)  # (B, C', h, w)
+        if self.spatial:
+            mean, log_var = self.to_posterior(h).chunk(2, dim=1)  # (B, c, h, w) each
+            return mean.flatten(1), log_var.flatten(1)  # (B, c·h·w) each
+        mean, log_var = self.to_posterior(h.flatten(1)).chunk(2, dim=-1)  # (B, latent_dim) each
         return mean, log_var
 
 
 class Decoder(nn.Module):
-    """Maps latents (B, latent_dim) to likelihood parameters (B, out_channels, H, W)."""
+    """Maps latents (B, D), flattened as the Encoder gives them, to likelihood parameters
+    (B, out_channels, H, W)."""
 
     def __init__(
-        self, latent_dim: int, channels: list[int], final_hw: tuple[int, int], out_channels: int
+        self,
+        latent_dim: int,
+        channels: list[int],
+        final_hw: tuple[int, int],
+        out_channels: int,
+        latent_channels: int | None = None,
     ):
         super().__init__()
         self.final_shape = (channels[-1], *final_hw)
-        self.from_latent = nn.Linear(latent_dim, channels[-1] * final_hw[0] * final_hw[1])
+        self.latent_shape = (latent_channels, *final_hw) if latent_channels else None
+        if self.latent_shape:
+            self.from_latent = nn.Conv2d(latent_channels, channels[-1], 3, padding=1)
+        else:
+            self.from_latent = nn.Linear(latent_dim, channels[-1] * final_hw[0] * final_hw[1])
         layers: list[nn.Module] = [nn.SiLU()]
         widths = list(reversed(channels))
         for width, next_width in zip(widths, widths[1:] + [channels[0]], strict=True):
@@ -71,7 +102,10 @@ class Decoder(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.from_latent(z).view(-1, *self.final_shape)  # (B, C', h, w)
+        if self.latent_shape:
+            h = self.from_latent(z.view(-1, *self.latent_shape))  # (B, C', h, w)
+        else:
+            h = self.from_latent(z).view(-1, *self.final_shape)  # (B, C', h, w)
         return self.layers(h)  # (B, out_channels, H, W)
 
 
@@ -90,6 +124,8 @@ class VAE(GenerativeModule):
         spec: dict[str, Any],
         latent_dim: int = 16,
         channels: list[int] | tuple[int, ...] = (32, 64),
+        latent: str = "flat",
+        latent_channels: int = 4,
         likelihood: str = "discretized_logistic",
         beta: float = 1.0,
         iw_samples: int = 64,
@@ -101,7 +137,9 @@ class VAE(GenerativeModule):
         optimizer = optimizer or {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 2e-3}
         super().__init__(spec, optimizer, scheduler, scheduler_interval)
         self.save_hyperparameters()
-        check_sizes(latent_dim=latent_dim, channels=list(channels))
+        check_sizes(latent_dim=latent_dim, channels=list(channels), latent_channels=latent_channels)
+        if latent not in LATENTS:
+            raise ConfigError(f"model.latent must be flat or spatial, got {latent!r}")
         if iw_samples < 0 or not beta > 0:
             raise ConfigError(
                 f"model.iw_samples must be >= 0 and model.beta > 0, got {iw_samples} and {beta}"
@@ -121,11 +159,14 @@ class VAE(GenerativeModule):
             )
         self.num_levels = self.spec.num_levels
         self.num_dims = c * h * w
-        self.latent_dim = latent_dim
         outputs_per_value = decoder_outputs_per_value(likelihood, self.num_levels)
         final_hw = (h // factor, w // factor)
-        self.encoder = Encoder(c, channels, final_hw, latent_dim)
-        self.decoder = Decoder(latent_dim, channels, final_hw, c * outputs_per_value)
+        spatial = latent_channels if latent == "spatial" else None
+        # What a latent looks like: (latent_dim,), or (latent_channels, h, w) when spatial.
+        self.latent_shape = (latent_channels, *final_hw) if spatial else (latent_dim,)
+        self.latent_dim = math.prod(self.latent_shape)  # values per latent
+        self.encoder = Encoder(c, channels, final_hw, latent_dim, spatial)
+        self.decoder = Decoder(latent_dim, channels, final_hw, c * outputs_per_value, spatial)
 
     # Likelihood of x under the decoder's output
 
@@ -201,5 +242,17 @@ class VAE(GenerativeModule):
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Return the decoder mean of each image's posterior mean, (B, C, H, W) in [-1, 1]."""
+        return self.decode(self.posterior_mean(x))
+
+    # What a second stage (latent diffusion or flow) uses
+
+    @torch.no_grad()
+    def posterior_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the mean of q(z|x) of images (B, C, H, W): latents (B, *latent_shape)."""
         mean, _ = self.encoder(x)
-        return self.decoded_mean(self.decoder(mean))
+        return mean.view(-1, *self.latent_shape)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Return the decoder mean (B, C, H, W) in [-1, 1] of latents (B, *latent_shape)."""
+        return self.decoded_mean(self.decoder(z.flatten(1)))
