@@ -212,6 +212,10 @@ def train_with(tmp_path: Path, *overrides: str):
         ),
         (["monitor=val/bdp"], "monitor=val/bdp is never logged by a vae run; it logs"),
         (["data=text_file", "model=char_rnn"], "data=text_file needs data.path=<a text file"),
+        (
+            ["experiment=latent_flow_digits"],
+            "experiment=latent_flow_digits needs stage_one=<the .ckpt of vae_spatial_digits",
+        ),
     ],
 )
 def test_train_refuses_a_config_that_cannot_work_before_writing_anything(

@@ -125,7 +125,7 @@ def test_every_family_refuses_data_of_the_other_modality_in_one_line(family):
         cls(other)
 
 
-@pytest.mark.parametrize("family", ["pixelcnn", "diffusion", "gan"])
+@pytest.mark.parametrize("family", ["pixelcnn", "diffusion", "flow", "gan"])
 def test_conditional_families_refuse_unlabelled_data_and_labels_without_conditioning(family):
     unlabelled = {**IMAGE_SPEC, "num_classes": 0}
     with pytest.raises(ConfigError, match="conditional=true needs labelled data"):

@@ -8,6 +8,7 @@ from zoo.models.base import GenerativeModule
 from zoo.models.char_rnn import CharRNN
 from zoo.models.classifier import CNNClassifier
 from zoo.models.diffusion import Diffusion
+from zoo.models.flow import Flow
 from zoo.models.gan import GAN
 from zoo.models.gpt import GPT
 from zoo.models.pixelcnn import PixelCNN
@@ -17,7 +18,7 @@ from zoo.models.vqvae import VQVAE
 
 FAMILIES: dict[str, type[GenerativeModule]] = {
     cls.family: cls
-    for cls in (VAE, CharRNN, CNNClassifier, GPT, Diffusion, PixelCNN, GAN, VQVAE, VQPrior)
+    for cls in (VAE, CharRNN, CNNClassifier, GPT, Diffusion, Flow, PixelCNN, GAN, VQVAE, VQPrior)
 }
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "CNNClassifier",
     "CharRNN",
     "Diffusion",
+    "Flow",
     "GAN",
     "GPT",
     "GenerativeModule",
