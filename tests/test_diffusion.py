@@ -25,6 +25,7 @@ from zoo.models.diffusion import (
     unipc_sample,
 )
 from zoo.nn.distributions import discretized_gaussian_log_prob
+from zoo.nn.dit import DiT
 
 DIGITS = DigitsDataModule().spec.to_dict()
 TINY = {
@@ -376,8 +377,8 @@ def test_guidance_scale_one_equals_the_conditional_model():
     torch.manual_seed(0)
     model = Diffusion(DIGITS, conditional=True, **TINY).eval()
     with torch.no_grad():  # give the label embedding some effect
-        model.unet.class_embedding.weight.normal_()
-        for p in model.unet.parameters():
+        model.network.class_embedding.weight.normal_()
+        for p in model.network.parameters():
             p.add_(0.05 * torch.randn_like(p))
     labels = torch.full((4,), 3)
     x_t, t = torch.randn(4, 1, 8, 8), torch.full((4,), 500)
@@ -430,10 +431,48 @@ def test_one_batch_of_training_lowers_the_loss():
     assert losses[-1] < 0.5 * losses[0]
 
 
+DIT = {"backbone": "dit", "patch_size": 2, "hidden_size": 16, "depth": 2, "num_heads": 2}
+
+
+def test_a_dit_backbone_denoises_trains_and_samples_as_the_unet_does():
+    torch.manual_seed(0)
+    model = Diffusion(DIGITS, conditional=True, num_steps=100, **DIT)
+    assert isinstance(model.network, DiT) and model.network.patch_size == 2
+    datamodule = DigitsDataModule(batch_size=32)
+    datamodule.setup("fit")
+    x, y = next(iter(datamodule.train_dataloader()))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(15):
+        torch.manual_seed(1)  # the same timesteps and noise each step
+        loss = model._loss(x, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+    model.eval()
+    count = unet_calls(model)
+    images = model.sample(3, sampler="unipc", steps=5, labels=[4], guidance=2.0)
+    assert images.shape == (3, 1, 8, 8) and count[0] == model.last_network_calls == 5
+
+
+def test_a_checkpoint_from_before_the_backbone_choice_loads_its_unet_weights():
+    model = Diffusion(DIGITS, **TINY)
+    old = {name.replace("network.", "unet.", 1): t + 1 for name, t in model.state_dict().items()}
+    model.load_state_dict(old)  # strict: every "unet." weight found its "network." place
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, old[name.replace("network.", "unet.", 1)])
+    ema = {name: t + 1 for name, t in old.items() if name.startswith("unet.")}
+    model.load_state_dict(ema, strict=False)  # as the EMA callback swaps its weights in
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, ema[name.replace("network.", "unet.", 1)])
+
+
 def unet_calls(model):
-    """Count the UNet's forward passes from outside; return the list holding the count."""
+    """Count the network's forward passes from outside; return the list holding the count."""
     count = [0]
-    model.unet.register_forward_hook(lambda *_: count.__setitem__(0, count[0] + 1))
+    model.network.register_forward_hook(lambda *_: count.__setitem__(0, count[0] + 1))
     return count
 
 

@@ -1,9 +1,10 @@
-"""Diffusion: DDPM training with a UNet, DDPM/DDIM/DPM-Solver++/UniPC samplers (and any
-diffusers scheduler), classifier-free guidance and the variational bound in bits/dim.
+"""Diffusion: DDPM training with a UNet or a DiT, DDPM/DDIM/DPM-Solver++/UniPC samplers (and
+any diffusers scheduler), classifier-free guidance and the variational bound in bits/dim.
 
 Ho et al. (2020, DDPM); Nichol & Dhariwal (2021, improved DDPM: cosine schedule);
 Song et al. (2021, DDIM); Lu et al. (2022, DPM-Solver++); Zhao et al. (2023, UniPC);
-Ho & Salimans (2022, classifier-free guidance); Hang et al. (2023, min-SNR-γ weighting).
+Ho & Salimans (2022, classifier-free guidance); Hang et al. (2023, min-SNR-γ weighting);
+Peebles & Xie (2023, DiT).
 
 The noise schedule and the samplers are plain math with no weights (``NoiseSchedule``,
 ``timestep_grid``, ``ddpm_sample``, ``ddim_sample``, ``dpm_solver_sample``,
@@ -23,8 +24,9 @@ from tqdm.auto import tqdm
 from zoo.errors import ConfigError
 from zoo.metrics import bits_per_dim
 from zoo.models.base import GenerativeModule, check_fractions, check_sizes
+from zoo.nn.backbones import BACKBONES, NETWORK_OPTIONS, denoising_network
 from zoo.nn.distributions import discretized_gaussian_log_prob, gaussian_kl
-from zoo.nn.unet import UNet
+from zoo.nn.guidance import drop_labels, guidance_scale, guided_prediction, null_labels
 
 # The noise schedule ---------------------------------------------------------------------------
 
@@ -533,11 +535,20 @@ SAMPLERS = ("ddpm", "ddim", "dpm_solver", "unipc")
 # The LightningModule ---------------------------------------------------------------------------
 
 
+def _rename_unet_weights(state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """Renames, in place, the weights of ``prefix + "unet."`` to ``prefix + "network."``: a
+    load_state_dict pre-hook, so that checkpoints (and EMA weights) written before the
+    choice of backbone load."""
+    old = prefix + "unet."
+    for name in [name for name in state_dict if name.startswith(old)]:
+        state_dict[prefix + "network." + name[len(old) :]] = state_dict.pop(name)
+
+
 class Diffusion(GenerativeModule):
-    """A DDPM whose UNet predicts ε, x₀ or v; any sampler can draw from it."""
+    """A DDPM whose UNet or DiT predicts ε, x₀ or v; any sampler can draw from it."""
 
     family = "diffusion"
-    compiled_networks = ("unet",)
+    compiled_networks = ("network",)
 
     def __init__(
         self,
@@ -549,10 +560,16 @@ class Diffusion(GenerativeModule):
         prediction: str = "epsilon",
         loss_weighting: str = "uniform",
         min_snr_gamma: float = 5.0,
+        backbone: str = "unet",
         base_channels: int = 64,
         channel_multipliers: list[int] | tuple[int, ...] = (1, 2),
         num_res_blocks: int = 2,
         attention_resolutions: list[int] | tuple[int, ...] = (4,),
+        patch_size: int = 2,
+        hidden_size: int = 256,
+        depth: int = 6,
+        mlp_ratio: float = 4.0,
+        positions: str = "sincos",
         num_heads: int = 4,
         dropout: float = 0.1,
         conditional: bool = False,
@@ -574,10 +591,15 @@ class Diffusion(GenerativeModule):
             base_channels=base_channels,
             channel_multipliers=list(channel_multipliers),
             num_res_blocks=num_res_blocks,
+            patch_size=patch_size,
+            hidden_size=hidden_size,
+            depth=depth,
             num_heads=num_heads,
             sampler_steps=sampler_steps,
         )
         check_fractions(dropout=dropout, label_dropout=label_dropout)
+        if backbone not in BACKBONES:
+            raise ConfigError(f"model.backbone must be unet or dit, got {backbone!r}")
         if prediction not in ("epsilon", "x0", "v"):
             raise ConfigError(f"model.prediction must be epsilon, x0 or v, got {prediction!r}")
         if loss_weighting not in ("uniform", "min_snr"):
@@ -593,16 +615,14 @@ class Diffusion(GenerativeModule):
         self.noise_schedule = NoiseSchedule(schedule, num_steps, beta_start, beta_end)
         self.last_network_calls: int | None = None  # set by each sample() call
         self.num_classes = self.conditional_classes(conditional)
-        self.unet = UNet(
+        self.network = denoising_network(  # (zoo/nn/backbones.py: the UNet or the DiT)
+            backbone,
             tuple(self.spec.shape),
-            base_channels=base_channels,
-            channel_multipliers=tuple(channel_multipliers),
-            num_res_blocks=num_res_blocks,
-            attention_resolutions=tuple(attention_resolutions),
-            num_heads=num_heads,
-            dropout=dropout,
-            num_classes=self.num_classes,
+            self.num_classes,
+            **{name: self.hparams[name] for name in NETWORK_OPTIONS},
         )
+        # Checkpoints written before the backbone choice name the network "unet".
+        self._register_load_state_dict_pre_hook(_rename_unet_weights)
 
     @staticmethod
     def check_sample_options(
@@ -653,8 +673,8 @@ class Diffusion(GenerativeModule):
     # Training
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None):
-        """Return the UNet's prediction (ε, x₀ or v) at x_t, t."""
-        return self.unet(x_t, t, labels)
+        """Return the network's prediction (ε, x₀ or v) at x_t, t."""
+        return self.network(x_t, t, labels)
 
     def _loss(
         self, x0: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None = None
@@ -667,10 +687,8 @@ class Diffusion(GenerativeModule):
         noise = torch.randn(x0.shape, device=device, generator=generator)
         x_t = self.noise_schedule.add_noise(x0, noise, t)
         labels = self.batch_labels(labels)
-        if labels is not None:
-            # Classifier-free guidance: learn the unconditional model on a share of the batch.
-            drop = torch.rand(b, device=device, generator=generator) < self.hparams.label_dropout
-            labels = torch.where(drop, torch.full_like(labels, self.num_classes), labels)
+        if labels is not None:  # classifier-free guidance: learn the unconditional model too
+            labels = drop_labels(labels, self.hparams.label_dropout, self.num_classes, generator)
         prediction = self(x_t, t, labels)
         target = self.noise_schedule.target(self.hparams.prediction, x0, noise, t)
         weights = self.noise_schedule.loss_weight(
@@ -749,27 +767,20 @@ class Diffusion(GenerativeModule):
         if not self.num_classes:
             return None
         if labels is None:
-            return torch.full((count,), self.num_classes, device=self.device, dtype=torch.long)
+            return null_labels(count, self.num_classes, self.device)
         return self.sample_labels(labels, count)
 
     def denoiser(self, labels: torch.Tensor | None, guidance: float, clip: str) -> Denoiser:
         """Return x_t, t ↦ x̂₀ with classifier-free guidance and x₀ clipping applied.
 
         Guidance mixes the conditional and unconditional predictions as
-        u + w·(c − u) (Ho & Salimans): w = 1 is the conditional model, w = 0 the unconditional.
+        u + w·(c − u) (Ho & Salimans; zoo/nn/guidance.py): w = 1 is the conditional model,
+        w = 0 the unconditional; both halves go through the network in one call.
         """
         kind, schedule = self.hparams.prediction, self.noise_schedule
 
         def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            if labels is not None and guidance != 1.0:
-                unconditional = torch.full_like(labels, self.num_classes)
-                both = self(
-                    torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([labels, unconditional])
-                )
-                conditional, free = both.chunk(2)
-                prediction = free + guidance * (conditional - free)
-            else:
-                prediction = self(x_t, t, labels)
+            prediction = guided_prediction(self, x_t, t, labels, guidance, self.num_classes)
             x0 = schedule.to_x0(kind, prediction, x_t, t)
             if clip == "clip":
                 return x0.clamp(-1, 1)
@@ -802,7 +813,7 @@ class Diffusion(GenerativeModule):
         diffusers scheduler as ``diffusers:<Class>``. ``labels`` (one or N class ids)
         condition a class-conditional model; ``guidance`` is the classifier-free guidance
         scale with them; ``eta`` is DDIM's noise level. The calls made are left in
-        ``last_network_calls`` (one call runs the UNet once, on a doubled batch with
+        ``last_network_calls`` (one call runs the network once, on a doubled batch with
         guidance). Raises ConfigError for options that cannot work (check_sample_options).
         """
         sampler = sampler or self.hparams.sampler
@@ -811,17 +822,13 @@ class Diffusion(GenerativeModule):
             steps = self.hparams.sampler_steps
         clip = clip or self.hparams.clip
         self.check_sample_options(sampler, steps, schedule.num_steps, grid, eta, clip)
-        if guidance is not None and guidance != 1.0 and labels is None:
-            raise ConfigError(
-                f"guidance={guidance} steers towards asked labels: pass labels= (a "
-                "class-conditional model, trained with model.conditional=true)"
-            )
+        scale = guidance_scale(guidance, labels)
         labels = (  # asked labels are checked, even against an unconditional model
             self.sample_labels(labels, num_samples)
             if labels is not None
-            else self._labels_or_unconditional(None, num_samples)
+            else null_labels(num_samples, self.num_classes, self.device)
         )
-        denoise = self.denoiser(labels, 1.0 if guidance is None else guidance, clip)
+        denoise = self.denoiser(labels, scale, clip)
         calls = 0
 
         def counted(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,21 @@ from zoo.nn.dit import POSITIONS, DiT
 from zoo.nn.unet import UNet
 
 BACKBONES = ("unet", "dit")
+# The hyperparameters a family passes on to denoising_network (a family holds them all, so
+# that one config can switch backbone with model.backbone=…).
+NETWORK_OPTIONS = (
+    "base_channels",
+    "channel_multipliers",
+    "num_res_blocks",
+    "attention_resolutions",
+    "patch_size",
+    "hidden_size",
+    "depth",
+    "mlp_ratio",
+    "positions",
+    "num_heads",
+    "dropout",
+)
 
 
 def denoising_network(

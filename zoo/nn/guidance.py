@@ -9,8 +9,11 @@ conditional and the unconditional model.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
+
+from zoo.errors import ConfigError
 
 # A denoising network: inputs (B, C, H, W), timesteps (B,), labels (B,) or None → (B, C, H, W).
 Network = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
@@ -33,6 +36,30 @@ def guidance_mix(
     """Return u + w·(c − u): w = 1 is the conditional prediction, w = 0 the unconditional,
     w > 1 pushes past the conditional one (Ho & Salimans, eq. 6, with w = 1 + their w)."""
     return unconditional + scale * (conditional - unconditional)
+
+
+def guidance_scale(guidance: float | None, labels: Any) -> float:
+    """Return the guidance scale w of a sampling call (1, the plain model, when None).
+
+    Guidance steers towards asked classes, so a scale other than 1 needs ``labels``: raises
+    ConfigError without them."""
+    if guidance is None:
+        return 1.0
+    if guidance != 1.0 and labels is None:
+        raise ConfigError(
+            f"guidance={guidance} steers towards asked labels: pass labels= (a "
+            "class-conditional model, trained with model.conditional=true)"
+        )
+    return float(guidance)
+
+
+def null_labels(count: int, num_classes: int, device=None) -> torch.Tensor | None:
+    """Return the "no label" id num_classes for each of ``count`` samples (count,): what a
+    class-conditional network draws from when no class is asked; None for an unconditional
+    network (``num_classes`` 0)."""
+    if not num_classes:
+        return None
+    return torch.full((count,), num_classes, dtype=torch.long, device=device)
 
 
 def guided_prediction(

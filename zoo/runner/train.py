@@ -160,8 +160,6 @@ def refuse_missing_values(cfg: DictConfig) -> None:
         return
     key = missing[0]
     group, _, leaf = key.partition(".")
-    if not leaf:  # a top-level value an experiment leaves to the command line
-        group, leaf = "experiment", key
     choice = _choice(group)
     hint = _comment_of(group, choice, leaf) or "a value"
     asked = f"{group}={choice} needs" if choice else "the config needs"
