@@ -214,7 +214,7 @@ def train_with(tmp_path: Path, *overrides: str):
         (["data=text_file", "model=char_rnn"], "data=text_file needs data.path=<a text file"),
         (
             ["experiment=latent_flow_digits"],
-            "experiment=latent_flow_digits needs stage_one=<the .ckpt of vae_spatial_digits",
+            "model=latent_flow needs model.stage_one=<the .ckpt of a VAE trained with model.latent",
         ),
     ],
 )

@@ -96,8 +96,10 @@ def test_a_model_config_holds_exactly_the_constructor_defaults(name):
     data = "data=shakespeare" if name in ("gpt", "char_rnn") else "data=digits"
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[f"model={name}", data])
-    values = OmegaConf.to_container(cfg.model, resolve=True)
+    values = OmegaConf.to_container(cfg.model, resolve=True, throw_on_missing=False)
     target = values.pop("_target_")
+    if values.get("stage_one") == "???":  # model=latent_flow: flow's, with its first stage asked
+        values["stage_one"] = None
     cls = next(c for c in FAMILIES.values() if f"zoo.models.{c.__name__}" == target)
     defaults = {
         parameter.name: parameter.default
@@ -106,7 +108,7 @@ def test_a_model_config_holds_exactly_the_constructor_defaults(name):
     }
     # optimizer=None in Python means the family's default optimizer, which the config spells out
     # (a two-stage family needs a first stage to be built at all)
-    first = {"stage_one": TINY[cls.family]["stage_one"]} if cls.stage_one_families else {}
+    first = {"stage_one": TINY[cls.family]["stage_one"]} if "stage_one" in TINY[cls.family] else {}
     built = cls(IMAGE_SPEC if cls.modality == "image" else TEXT_SPEC, **first)
     defaults["optimizer"] = built.hparams.optimizer
     normalised = {k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()}
