@@ -37,8 +37,8 @@ from tqdm.auto import tqdm
 
 from zoo.errors import ConfigError
 from zoo.models.base import GenerativeModule, check_fractions, check_sizes
-from zoo.nn.backbones import BACKBONES, denoising_network
-from zoo.nn.guidance import drop_labels, guided_prediction
+from zoo.nn.backbones import BACKBONES, NETWORK_OPTIONS, denoising_network
+from zoo.nn.guidance import drop_labels, guidance_scale, guided_prediction, null_labels
 
 TIME_SCALE = 1000.0  # the networks embed t ∈ [0, 1] as t·1000, the scale of DDPM's timesteps
 TIMESTEP_SAMPLING = ("uniform", "logit_normal")
@@ -232,25 +232,16 @@ class Flow(GenerativeModule):
             backbone,
             self.data_shape,
             self.num_classes,
-            base_channels=base_channels,
-            channel_multipliers=tuple(channel_multipliers),
-            num_res_blocks=num_res_blocks,
-            attention_resolutions=tuple(attention_resolutions),
-            patch_size=patch_size,
-            hidden_size=hidden_size,
-            depth=depth,
-            mlp_ratio=mlp_ratio,
-            positions=positions,
-            num_heads=num_heads,
-            dropout=dropout,
+            **{name: self.hparams[name] for name in NETWORK_OPTIONS},
         )
 
     @staticmethod
     def check_sample_options(sampler: str, steps: int) -> None:
+        """Raises ConfigError for an unknown sampler or a number of network calls below 1."""
         if sampler not in SAMPLERS:
             raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
-        if steps < 1:
-            raise ConfigError(f"steps must be at least 1, got {steps}")
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise ConfigError(f"steps counts network calls and must be at least 1, got {steps!r}")
 
     def parameter_groups(self):
         return self.network.parameters()  # the first stage stays frozen
@@ -273,13 +264,11 @@ class Flow(GenerativeModule):
         self.latent_std.fill_(latents.std().item())
 
     def _flow_inputs(self, x: torch.Tensor) -> torch.Tensor:
-        """Return what the flow models of a batch: the images, or the normalised latents of a
-        two-stage model (its batches are latents encoded once by train.py; images, as a test
-        of a checkpoint on its data set brings, are encoded here)."""
+        """Return what the flow models of a batch: the images, or, for a two-stage model
+        (whose batches are latents encoded once, zoo.data.EncodedDataModule), the latents
+        normalised to zero mean and unit variance."""
         if not self.two_stage:
             return x
-        if tuple(x.shape[1:]) == tuple(self.spec.shape):
-            x = self.encode(x)
         return (x - self.latent_mean) / self.latent_std
 
     # Training
@@ -353,22 +342,23 @@ class Flow(GenerativeModule):
         ``sampler`` (both default to the config's); ``last_network_calls`` reports them.
 
         ``labels`` (one class or a list, repeated) condition a class-conditional model,
-        which draws every class in turn without them. ``guidance`` is the classifier-free
-        guidance scale w (1: the conditional model, 0: the unconditional one). Raises
-        ConfigError for labels or guidance asked of an unconditional model.
+        which draws from its unconditional half ("no label") without them, as diffusion
+        does. ``guidance`` is the classifier-free guidance scale w towards the labels (1:
+        the conditional model, 0: the unconditional one). Raises ConfigError for an unknown
+        sampler, steps below 1, labels asked of an unconditional model and guidance
+        without labels.
         """
-        sampler = sampler or self.hparams.sampler
-        steps = steps or self.hparams.sampler_steps
+        sampler = self.hparams.sampler if sampler is None else sampler
+        steps = self.hparams.sampler_steps if steps is None else steps
         self.check_sample_options(sampler, steps)
-        guidance = 1.0 if guidance is None else float(guidance)
-        if guidance != 1.0 and not self.num_classes:
-            raise ConfigError(
-                "guidance= needs a class-conditional model (trained with model.conditional=true) "
-                "and labels; this one is unconditional: leave guidance unset"
-            )
-        labels = self.sample_labels(labels, num_samples)  # every class in turn when None
+        scale = guidance_scale(guidance, labels)
+        labels = (  # asked labels are checked, even against an unconditional model
+            self.sample_labels(labels, num_samples)
+            if labels is not None
+            else null_labels(num_samples, self.num_classes, self.device)
+        )
         self.last_network_calls = 0
-        velocity = self.velocity_field(labels, guidance)
+        velocity = self.velocity_field(labels, scale)
         noise = torch.randn(
             (num_samples, *self.data_shape), generator=generator, device=self.device
         )
