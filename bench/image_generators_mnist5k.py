@@ -15,9 +15,7 @@ held-out test images in the judge's feature space (zoo's evaluation: train the j
 with ``python train.py experiment=classifier_mnist5k``). The DDPM is also judged with
 ancestral sampling through all its 1,000 steps with ``--ddpm-full`` (slow on a CPU).
 
-Then the velocity networks themselves: parameters and training throughput (steps/s and
-images/s over ``--throughput-steps`` optimizer steps after a warm-up) of the UNet
-(flow_<data>), the pixel DiT (dit_<data>) and the latent DiT (latent_flow_<data>).
+The networks' parameters and training throughput are bench/step_times.py's.
 
 Prints Markdown tables and writes everything measured to ``<out>/results.json``. Set
 OMP_NUM_THREADS to the cores to use (the recorded figures: 2).
@@ -28,37 +26,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import lightning as L
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from zoo.checkpoints import datamodule_from_checkpoint, load_checkpoint, model_from_checkpoint
-from zoo.data.encoded import EncodedDataModule
 from zoo.evaluation import Evaluation
 from zoo.models.base import draw_samples
-from zoo.runner import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = {  # per data set: the preset of each contender
     "mnist5k": {
         "ddpm": "diffusion_mnist5k",
         "flow": "flow_mnist5k",
-        "dit": "dit_mnist5k",
         "first_stage": "vae_spatial_mnist5k",
         "latent": "latent_flow_mnist5k",
     },
     "digits": {
         "ddpm": "diffusion_digits",
         "flow": "flow_digits",
-        "dit": "dit_digits",
         "first_stage": "vae_spatial_digits",
         "latent": "latent_flow_digits",
     },
@@ -128,58 +117,6 @@ def judge(
     return rows
 
 
-class StepTimer(L.Callback):
-    """Records the wall time of every training batch (forward, backward, optimizer step)."""
-
-    def __init__(self):
-        self.seconds: list[float] = []
-        self._start = 0.0
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self._start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.seconds.append(time.perf_counter() - self._start)
-
-
-def throughput(preset: str, steps: int, warmup: int, stage_one: Path | None) -> dict:
-    """Return the parameters of a preset's velocity network and its training speed: the
-    median step over ``steps`` optimizer steps after ``warmup`` ones."""
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment={preset}"])
-    model_cfg = cfg.model
-    if stage_one is not None:
-        model_cfg = OmegaConf.merge(model_cfg, {"stage_one": str(stage_one)})
-    datamodule = instantiate(cfg.data)
-    model = build_model(model_cfg, datamodule.spec.to_dict())
-    data = EncodedDataModule(datamodule, model) if model.two_stage else datamodule
-    timer = StepTimer()
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=warmup + steps,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[timer],
-        gradient_clip_val=cfg.trainer.get("gradient_clip_val"),
-    )
-    trainer.fit(model, datamodule=data)
-    step = statistics.median(timer.seconds[warmup:])
-    batch_size = cfg.data.batch_size
-    return {
-        "preset": preset,
-        "backbone": model.hparams.backbone,
-        "inputs": list(model.data_shape),
-        "parameters": sum(p.numel() for p in model.network.parameters()),
-        "seconds_per_step": step,
-        "steps_per_second": 1 / step,
-        "images_per_second": batch_size / step,
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=20.0, help="training budget of each")
@@ -189,7 +126,6 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--first-stage-share", type=float, default=0.25)
     parser.add_argument("--ddpm-full", action="store_true", help="also DDPM with all T steps")
-    parser.add_argument("--throughput-steps", type=int, default=20)
     parser.add_argument("--judges-dir", default="judges")
     parser.add_argument("--out", default="outputs/bench_image_generators")
     arguments = parser.parse_args()
@@ -210,7 +146,7 @@ def main() -> None:
         out / "latent",
         budget - first_seconds,
         UNBOUNDED_EPOCHS,
-        f"stage_one={first}",
+        f"model.stage_one={first}",
         judges,
     )
 
@@ -226,12 +162,6 @@ def main() -> None:
         )
         for name, (path, _) in runs.items()
     }
-    stage_ones = {"flow": None, "dit": None, "latent": first}
-    speeds = [
-        throughput(presets[name], arguments.throughput_steps, 3, stage_one)
-        for name, stage_one in stage_ones.items()
-    ]
-
     names = {
         "ddpm": f"pixel DDPM, UNet ({presets['ddpm']})",
         "flow": f"pixel flow, UNet ({presets['flow']})",
@@ -253,14 +183,6 @@ def main() -> None:
                 f"{row['kid']:.3f} | {row['precision']:.2f} | {row['recall']:.2f} | "
                 f"{row['classes']} | {row['images_per_second']:.1f} |"
             )
-    print("\n| velocity network | inputs | parameters | steps/s | images/s |")
-    print("|---|---|---|---|---|")
-    for speed in speeds:
-        shape = "×".join(str(n) for n in speed["inputs"])
-        print(
-            f"| {speed['backbone']} ({speed['preset']}) | {shape} | {speed['parameters']:,} | "
-            f"{speed['steps_per_second']:.2f} | {speed['images_per_second']:.0f} |"
-        )
     record = {
         "minutes": arguments.minutes,
         "data": arguments.data,
@@ -269,7 +191,6 @@ def main() -> None:
         "first_stage": first_results,
         "runs": {name: results for name, (_, results) in runs.items()},
         "judged": judged,
-        "throughput": speeds,
     }
     (out / "results.json").write_text(json.dumps(record, indent=2))
     print(f"\nwritten: {out / 'results.json'}")
