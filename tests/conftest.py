@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
@@ -20,9 +21,22 @@ from zoo import checkpoint_format as keys
 from zoo.data.spec import DataSpec
 from zoo.data.tokenizers import CharTokenizer
 from zoo.models import FAMILIES, GenerativeModule
+from zoo.pretrained import ENVIRONMENT
 from zoo.runner import train
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_shipped_models(tmp_path_factory):
+    """Tests (and the scripts they run) see no shipped pretrained models unless they point
+    ZOO_PRETRAINED_DIR at some: which models ship changes, the behaviour under test must not
+    (evaluation without a judge, for one)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(ENVIRONMENT, str(tmp_path_factory.mktemp("no_shipped_models")))
+        yield
+
+
 SMOKE = ["debug=smoke", "trainer.accelerator=cpu"]
 TEXT = "ROMEO:\nBut soft, what light through yonder window breaks?\n\n"
 

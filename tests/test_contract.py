@@ -25,9 +25,9 @@ ZOO = ROOT / "zoo"
 
 # The layers, top to bottom; a module may import only from its own layer or the ones below.
 LAYERS = [
-    {"zoo.runner"},
+    {"zoo.runner", "zoo.export"},
     {"zoo.callbacks"},
-    {"zoo.evaluation", "zoo.leaderboard", "zoo.sweeps"},
+    {"zoo.evaluation", "zoo.pretrained", "zoo.leaderboard", "zoo.sweeps"},
     {"zoo.checkpoints", "zoo.loggers"},
     {"zoo.models"},
     {"zoo.nn", "zoo.data", "zoo.metrics"},
