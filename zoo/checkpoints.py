@@ -118,7 +118,13 @@ def datamodule_from_checkpoint(
 
     Only zoo's own data modules are rebuilt: a checkpoint never names code to run.
     """
-    data = checkpoint[keys.ZOO].get("data")
+    return datamodule_from_record(checkpoint[keys.ZOO].get("data"), **overrides)
+
+
+def datamodule_from_record(data: dict[str, Any] | None, **overrides: Any) -> L.LightningDataModule:
+    """Return the data module a data record (``{"name", "config"}``, as checkpoints and saved
+    models hold it) describes. Only zoo's own data modules are rebuilt, and where data lie
+    comes from ``overrides`` (the user), never from the record."""
     if not data:
         raise ZooError("the checkpoint does not record its data set (it predates that record)")
     values = dict(data["config"])

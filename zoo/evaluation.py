@@ -4,8 +4,9 @@
 end of training, what ``sample.py evaluate=true`` runs on a checkpoint and what the
 sample-quality callback runs during training: it draws samples through the shared
 sampling call, embeds them and held-out real images with the judge (a CNN classifier
-checkpoint of the same data set, found at ``judges/<data set>.ckpt``), and returns FID,
-KID, precision/recall, density/coverage and the judge's label statistics.
+of the same data set: the user's own ``judges/<data set>.ckpt`` when there is one, else the
+shipped pretrained ``classifier_<data set>``), and returns FID, KID, precision/recall,
+density/coverage and the judge's label statistics.
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from zoo import checkpoint_format as keys
 from zoo.checkpoints import load_checkpoint, model_from_checkpoint
-from zoo.data.encoded import source_of
+from zoo.data.encoded import EncodedDataModule, source_of
 from zoo.errors import ConfigError, ZooError
 from zoo.metrics.sample_quality import (
     frechet_distance,
@@ -37,6 +37,7 @@ from zoo.metrics.sample_quality import (
 from zoo.models import GenerativeModule
 from zoo.models.base import draw_samples
 from zoo.outputs import save_tensor
+from zoo.pretrained import shipped_judge
 
 log = logging.getLogger("zoo")
 
@@ -57,21 +58,28 @@ def judge_path(judges_dir: str | Path, data_name: str) -> Path:
 
 
 class Judge:
-    """A CNN classifier checkpoint used as a feature extractor and labeller of images."""
+    """A CNN classifier used as a feature extractor and labeller of images: a run's checkpoint
+    or a saved (pretrained) model's folder."""
 
     def __init__(self, path: str | Path, device: torch.device | str = "cpu"):
         self.path = Path(path)
-        checkpoint = load_checkpoint(self.path, map_location=device)
-        family = checkpoint[keys.ZOO]["family"]
-        if family != "cnn_classifier":
+        if self.path.is_dir():
+            from zoo.pretrained import load
+            from zoo.pretrained.folder import weights_fingerprint
+
+            self.model = load(self.path, device=device)
+            # Cached real features are valid only for these exact weights.
+            self.fingerprint = weights_fingerprint(self.path)
+        else:
+            checkpoint = load_checkpoint(self.path, map_location=device)
+            self.model = model_from_checkpoint(checkpoint, path=self.path).to(device)
+            self.fingerprint = hashlib.sha256(self.path.read_bytes()).hexdigest()[:16]
+        if self.model.family != "cnn_classifier":
             raise ZooError(
-                f"{self.path} is a {family} checkpoint; the judge must be a cnn_classifier "
-                "checkpoint (train one with experiment=classifier_<data set>)"
+                f"{self.path} is a {self.model.family} model; the judge must be a cnn_classifier "
+                "(train one with experiment=classifier_<data set>)"
             )
-        self.model = model_from_checkpoint(checkpoint, path=self.path).to(device)
         self.device = torch.device(device)
-        # The judge's identity: cached real features are valid only for these exact bytes.
-        self.fingerprint = hashlib.sha256(self.path.read_bytes()).hexdigest()[:16]
 
     @torch.no_grad()
     def __call__(
@@ -160,9 +168,15 @@ class Evaluation:
     # The judge and the real images ------------------------------------------------------
 
     def find_judge(self, data_name: str) -> Path:
-        """Return the judge's checkpoint path; raise JudgeMissingError saying how to train one."""
+        """Return the judge: ``classifier_ckpt`` when set, else the user's own
+        ``<judges_dir>/<data_name>.ckpt``, else the shipped judge of the data set (a saved
+        model's folder). Raises JudgeMissingError saying how to train one."""
         path = Path(self.classifier_ckpt or judge_path(self.judges_dir, data_name))
-        if not path.is_file():
+        shipped = None if self.classifier_ckpt or path.is_file() else shipped_judge(data_name)
+        if shipped is not None:
+            log.info("judging samples of %r with the shipped judge %s", data_name, shipped.name)
+            return shipped
+        if not path.exists():
             raise JudgeMissingError(
                 f"no classifier to judge samples of {data_name!r} at {path}: train one with "
                 f"`python train.py experiment=classifier_{data_name}` (it writes {path}), "
@@ -264,6 +278,28 @@ class Evaluation:
         if getattr(model, "last_network_calls", None) is not None:  # per sample (diffusion)
             results["network_calls"] = float(model.last_network_calls)
         return results
+
+
+def metrics_on_test_split(
+    model: GenerativeModule, datamodule: L.LightningDataModule, device: torch.device | str = "cpu"
+) -> dict[str, float]:
+    """Return a model's test metrics (``test/loss``, ``test/bpd``, ``test/accuracy``, …) on the
+    test split of ``datamodule``; a second stage is tested on the split encoded by its first
+    stage, as it was trained."""
+    device = torch.device(device)
+    tester = L.Trainer(
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    tested = EncodedDataModule(datamodule, model) if model.two_stage else datamodule
+    metrics: dict[str, float] = {}
+    for row in tester.test(model, datamodule=tested, verbose=False):
+        metrics.update({name: float(value) for name, value in row.items()})
+    return metrics
 
 
 def inception_fid(
