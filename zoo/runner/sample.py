@@ -1,4 +1,4 @@
-"""sample(cfg): a checkpoint in, samples (and optionally scores) out."""
+"""sample(cfg): a checkpoint or a pretrained model in, samples (and optionally scores) out."""
 
 from __future__ import annotations
 
@@ -7,23 +7,22 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from zoo.checkpoints import (
     check_finite_weights,
-    datamodule_from_checkpoint,
+    datamodule_from_record,
     load_checkpoint,
     model_from_checkpoint,
 )
-from zoo.data.encoded import EncodedDataModule
 from zoo.data.sources import read_text, strip_bom
 from zoo.errors import ZooError
-from zoo.evaluation import Evaluation
+from zoo.evaluation import Evaluation, metrics_on_test_split
 from zoo.models import FAMILIES, GenerativeModule
 from zoo.models.base import draw_samples
 from zoo.outputs import check_writable_dir, save_image_grid, save_tensor, save_texts, write_json
+from zoo.pretrained import load, shipped_names
 from zoo.runner.build import resolve_device
 from zoo.runner.schema import check_sample_config
 
@@ -65,20 +64,51 @@ def _family_options(model: GenerativeModule, cfg: DictConfig) -> dict[str, Any]:
     return options
 
 
-def sample(cfg: DictConfig) -> dict[str, Any]:
-    """Write samples from ``cfg.ckpt_path`` (scored too with ``evaluate``); return what was done."""
-    if OmegaConf.is_missing(cfg, "ckpt_path"):
+def _source(cfg: DictConfig) -> dict[str, str]:
+    """Return what to sample from, ``{"checkpoint": path}`` or ``{"pretrained": name}``;
+    raises ZooError unless exactly one of ``ckpt_path`` and ``pretrained`` is given."""
+    if cfg.get("ckpt_path") and cfg.get("pretrained"):
         raise ZooError(
-            "ckpt_path= is required: the .ckpt to sample from (train.py prints its path)"
+            "pass either ckpt_path= (a run's checkpoint) or pretrained= (a pretrained model), "
+            "not both"
         )
+    if cfg.get("pretrained"):
+        return {"pretrained": str(cfg.pretrained)}
+    if cfg.get("ckpt_path"):
+        return {"checkpoint": str(cfg.ckpt_path)}
+    names = ", ".join(shipped_names()) or "none in this install"
+    raise ZooError(
+        "ckpt_path= is required: the .ckpt to sample from (train.py prints its path); or "
+        f"pretrained=NAME, a pretrained model ({names})"
+    )
+
+
+def _pretrained_model(name: str, device: torch.device) -> GenerativeModule:
+    """Return a pretrained model (a shipped name or a saved folder) on ``device``; raises
+    ZooError for a run's checkpoint, which ckpt_path= takes."""
+    if Path(name).is_file():
+        raise ZooError(f"pretrained={name} is a file: pass a run's checkpoint as ckpt_path={name}")
+    return load(name, device=device)
+
+
+def sample(cfg: DictConfig) -> dict[str, Any]:
+    """Write samples from ``cfg.ckpt_path`` or ``cfg.pretrained`` (scored too with
+    ``evaluate``); return what was done."""
     cfg = check_sample_config(cfg)
+    source = _source(cfg)
     device = resolve_device(cfg.device)
-    checkpoint = load_checkpoint(cfg.ckpt_path, map_location=device)
-    check_finite_weights(checkpoint, cfg.ckpt_path)
-    output_dir = check_writable_dir(cfg.output_dir, "samples")
-    model = model_from_checkpoint(
-        checkpoint, use_ema=cfg.use_ema, compile=cfg.compile, path=cfg.ckpt_path
-    ).to(device)
+    if "pretrained" in source:
+        output_dir = check_writable_dir(cfg.output_dir, "samples")
+        model = _pretrained_model(cfg.pretrained, device)
+        if cfg.compile:
+            model.compile_networks()
+    else:
+        checkpoint = load_checkpoint(cfg.ckpt_path, map_location=device)
+        check_finite_weights(checkpoint, cfg.ckpt_path)
+        output_dir = check_writable_dir(cfg.output_dir, "samples")
+        model = model_from_checkpoint(
+            checkpoint, use_ema=cfg.use_ema, compile=cfg.compile, path=cfg.ckpt_path
+        ).to(device)
     options = _family_options(model, cfg)
     result: dict[str, Any] = {"family": model.family}
     images = None
@@ -111,40 +141,26 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
         if getattr(model, "last_network_calls", None) is not None:  # families that count them
             result["network_calls"] = model.last_network_calls
     if cfg.get("evaluate"):
-        metrics = _evaluate_checkpoint(model, checkpoint, images, cfg, device)
+        metrics = _evaluate_model(model, images, cfg, device)
         drawn_with = {k: result[k] for k in ("network_calls",) if k in result}
         evaluation_path = write_json(
-            output_dir / "evaluation.json",
-            {"checkpoint": str(cfg.ckpt_path), **drawn_with, **metrics},
+            output_dir / "evaluation.json", {**source, **drawn_with, **metrics}
         )
         result.update(metrics, evaluation=str(evaluation_path))
     return result
 
 
-def _evaluate_checkpoint(
+def _evaluate_model(
     model: GenerativeModule,
-    checkpoint: dict[str, Any],
     images: torch.Tensor | None,
     cfg: DictConfig,
     device: torch.device,
 ) -> dict[str, float]:
-    """Return the test metrics of a checkpoint on its own data set's test split, and, for images,
+    """Return the test metrics of a model on its own data set's test split, and, for images,
     the sample-quality metrics of ``images``."""
     locations = OmegaConf.to_container(cfg.data) if cfg.get("data") else {}
-    datamodule = datamodule_from_checkpoint(checkpoint, **locations)
-    tester = L.Trainer(
-        accelerator="gpu" if device.type == "cuda" else "cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    # A second stage is tested on the data encoded by its first, as it was trained.
-    tested = EncodedDataModule(datamodule, model) if model.two_stage else datamodule
-    metrics: dict[str, float] = {}
-    for row in tester.test(model, datamodule=tested, verbose=False):
-        metrics.update({name: float(value) for name, value in row.items()})
+    datamodule = datamodule_from_record(model.data_record, **locations)
+    metrics = metrics_on_test_split(model, datamodule, device)
     if images is not None:
         evaluation = Evaluation.from_config(cfg.evaluation)
         quality = evaluation.judge_images(images, datamodule, model.data_record, device)

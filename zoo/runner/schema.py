@@ -74,7 +74,8 @@ class DataBounds:
 class SampleOptions:
     """The options of conf/sample.yaml that every family shares."""
 
-    ckpt_path: str | None = MISSING
+    ckpt_path: str | None = None
+    pretrained: str | None = None
     num_samples: int = 64
     seed: int = 0
     output_dir: str = "samples"
