@@ -244,7 +244,7 @@ def _weights_misfit(expected: dict[str, torch.Tensor], saved: dict[str, torch.Te
     missing = sorted(set(expected) - set(saved))
     unexpected = sorted(set(saved) - set(expected))
     reshaped = [
-        f"{key} saved {_shape(saved[key])}, now {_shape(expected[key])}"
+        f"{key} {_shape(saved[key])} → {_shape(expected[key])}"
         for key in sorted(set(expected) & set(saved))
         if expected[key].shape != saved[key].shape
     ]
@@ -254,7 +254,7 @@ def _weights_misfit(expected: dict[str, torch.Tensor], saved: dict[str, torch.Te
     if unexpected:
         parts.append(f"weights it no longer has: {_listed(unexpected)}")
     if reshaped:
-        parts.append(f"weights of another shape: {_listed(reshaped, 2)}")
+        parts.append(f"weights of another shape, saved → now: {_listed(reshaped, 2)}")
     return "; ".join(parts)
 
 
