@@ -137,7 +137,10 @@ def render_card(config: dict[str, Any]) -> str:
     if config.get("train_command"):
         lines += ["```bash", config["train_command"], "```", ""]
     facts = [
-        ("wall time", f"{config['train_time_s']:.0f} s" if config.get("train_time_s") else None),
+        (
+            "time to train",
+            f"{config['train_time_s']:.0f} s" if config.get("train_time_s") else None,
+        ),
         ("seed", config.get("seed")),
         ("machine", config.get("machine")),
     ]
