@@ -55,17 +55,24 @@ def wheel_sizes() -> tuple[int, int, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, help="torch's intra-op threads (default: its own)")
     args = parser.parse_args()
 
     start = time.perf_counter()
     import zoo.pretrained.folder  # noqa: F401 (torch, Lightning, every family)
 
     print(f"import of the loading code: {time.perf_counter() - start:.2f} s")
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch threads: {torch.get_num_threads()}")
     from zoo.pretrained import list_models, load, registry_dir
 
     root = registry_dir()
     rows = list_models()
-    print(f"models in {root}: {len(rows)}, {folder_size(root) / 1e6:.2f} MB\n")
+    total = sum(folder_size(root / row["name"]) for row in rows)
+    print(f"models in {root}: {len(rows)}, {total / 1e6:.2f} MB\n")
     print(f"{'model':<22}{'parameters':>12}  {'MB':>6}  {'first load':>10}  {'median load':>11}")
     for row in rows:
         times = []
