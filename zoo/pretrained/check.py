@@ -11,6 +11,7 @@ measures it on the exported folder and records it on the card (config.json's ``c
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from zoo.checkpoints import datamodule_from_record
@@ -69,7 +70,10 @@ def measure(
     ``judge`` names the shipped judge of a FID check. Raises ZooError for a model without a
     data record, or a FID check without a judge.
     """
-    datamodule = datamodule_from_record(model.data_record)
+    # a text data set's token files are prepared into the cache folder, not the working one
+    text = model.spec.modality == "text"
+    locations = {"tokens_dir": str(Path(cache_dir) / "tokens")} if text else {}
+    datamodule = datamodule_from_record(model.data_record, **locations)
     data = model.data_record["name"]
     start = time.perf_counter()
     record: dict[str, Any] = {"metric": metric}
