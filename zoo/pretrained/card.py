@@ -100,7 +100,10 @@ def _usage(config: dict[str, Any]) -> str:
     else:
         use = f"images = model.sample(16, {seeded})  # (16, C, H, W) in [-1, 1]"
     lines = ["```python", "import torch", "import zoo", "", f"model = {loader}", use, "```"]
-    if name:
+    if name and config.get("family") == "cnn_classifier":  # a judge: it draws no samples
+        data = config.get("data", {}).get("name", "its data")
+        lines += ["", f"It judges samples of `{data}` wherever there is no `judges/{data}.ckpt`."]
+    elif name:
         lines += ["", "```bash", f"python sample.py pretrained={name} num_samples=64", "```"]
     return "\n".join(lines)
 
