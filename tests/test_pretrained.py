@@ -239,8 +239,8 @@ MISFITS = {
     ),
     "a missing weight": (drop_a_weight, "weights missing: discriminator."),
     "an unknown family": (
-        lambda folder: edit_config(folder, lambda c: c.update(family="flow")),
-        "of the family 'flow', which this zoo does not have",
+        lambda folder: edit_config(folder, lambda c: c.update(family="normalizing_flow")),
+        "of the family 'normalizing_flow', which this zoo does not have",
     ),
     "a hyperparameter the family no longer takes": (
         lambda folder: edit_config(folder, lambda c: c["hyper_parameters"].update(depth=3)),
