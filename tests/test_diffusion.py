@@ -413,21 +413,28 @@ def test_variational_bound_of_an_untrained_model_is_a_finite_positive_bits_per_d
     assert bpd.shape == (8,) and torch.isfinite(bpd).all() and (bpd > 0).all()
 
 
+def losses_on_one_batch(model, x, y, lr: float, steps: int) -> list[float]:
+    """Return the losses of ``steps`` Adam steps on one batch, each with the same timesteps
+    and noise."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        torch.manual_seed(1)
+        loss = model._loss(x, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
 def test_one_batch_of_training_lowers_the_loss():
     torch.manual_seed(0)
     model = Diffusion(DIGITS, num_steps=100, **TINY)
     datamodule = DigitsDataModule(batch_size=64)
     datamodule.setup("fit")
     x, y = next(iter(datamodule.train_dataloader()))
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
-    losses = []
-    for _ in range(40):
-        torch.manual_seed(1)  # the same timesteps and noise each step
-        loss = model._loss(x, y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = losses_on_one_batch(model, x, y, lr=2e-3, steps=40)
     assert losses[-1] < 0.5 * losses[0]
 
 
@@ -441,15 +448,7 @@ def test_a_dit_backbone_denoises_trains_and_samples_as_the_unet_does():
     datamodule = DigitsDataModule(batch_size=32)
     datamodule.setup("fit")
     x, y = next(iter(datamodule.train_dataloader()))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(15):
-        torch.manual_seed(1)  # the same timesteps and noise each step
-        loss = model._loss(x, y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = losses_on_one_batch(model, x, y, lr=1e-2, steps=15)
     assert losses[-1] < 0.7 * losses[0]
     model.eval()
     count = unet_calls(model)

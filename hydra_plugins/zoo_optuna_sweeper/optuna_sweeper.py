@@ -392,12 +392,8 @@ class ZooOptunaSweeper(Sweeper):
         sweep asks for it first and gets the same number, parameters and run folder, where
         the run resumes from its interrupted.ckpt (resume=auto). It is not a failure: the
         study would otherwise count it and never finish it."""
-        from optuna.trial import TrialState
-
         trial.set_user_attr("overrides", overrides)
-        study_id = storage.get_study_id_from_name(study.study_name)
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-        storage.set_trial_state_values(trial_id, TrialState.WAITING)
+        _return_to_queue(storage, study, trial)
         log.warning("trial %d interrupted by SIGTERM: it resumes in the next sweep", trial.number)
 
     def _search_space(self, arguments: list[str]) -> tuple[dict[str, Parameter], list[str]]:
@@ -503,7 +499,6 @@ class ZooOptunaSweeper(Sweeper):
         grows past ``n_trials`` finished trials.
         """
         import optuna
-        from optuna.trial import TrialState
 
         if self.space_covered:
             return []
@@ -518,9 +513,7 @@ class ZooOptunaSweeper(Sweeper):
                 warnings.filterwarnings("ignore", message="Heartbeat of storage")
                 trial = study.ask(distributions)
             if trial.number >= self.n_trials:
-                study_id = storage.get_study_id_from_name(study.study_name)
-                trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-                storage.set_trial_state_values(trial_id, TrialState.WAITING)
+                _return_to_queue(storage, study, trial)
                 break
             trials.append(trial)
         return trials
@@ -613,6 +606,16 @@ class ZooOptunaSweeper(Sweeper):
             reason,
             exc_info=error if error is not None and not _is_user_error(error) else None,
         )
+
+
+def _return_to_queue(storage: Any, study: optuna.Study, trial: Any) -> None:
+    """Set a RUNNING ``trial`` back to WAITING, the state of a queued trial: the next ask
+    anywhere takes it, with its number and parameters."""
+    from optuna.trial import TrialState
+
+    study_id = storage.get_study_id_from_name(study.study_name)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+    storage.set_trial_state_values(trial_id, TrialState.WAITING)
 
 
 @contextmanager

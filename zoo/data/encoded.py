@@ -10,13 +10,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from zoo.data.ordering import (
-    EpochShuffle,
-    FixedOrder,
-    ResumableLoader,
-    data_parallel_share,
-    loader_generator,
-)
+from zoo.data.ordering import item_loader
 
 
 class Encoder(Protocol):
@@ -92,17 +86,7 @@ class EncodedDataModule(L.LightningDataModule):
         if split not in self._encoded:
             raise RuntimeError(f"call {type(self).__name__}.setup() before asking for a loader")
         dataset = self._encoded[split]
-        # As every zoo loader: each process reads its own share, training a disjoint part of
-        # the epoch's permutation (resumable mid-epoch), evaluation every item once.
-        num_replicas, rank = data_parallel_share(self.trainer)
-        share = {"num_replicas": num_replicas, "rank": rank}
-        if shuffle:
-            sampler, loader = EpochShuffle(len(dataset), **share), ResumableLoader
-        else:
-            sampler, loader = FixedOrder(list(range(len(dataset))), **share), DataLoader
-        return loader(
-            dataset, batch_size=self.batch_size, sampler=sampler, generator=loader_generator()
-        )
+        return item_loader(dataset, self.batch_size, self.trainer, shuffle)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -27,13 +27,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset, random_split
 from torchvision import datasets, transforms
 
-from zoo.data.ordering import (
-    EpochShuffle,
-    FixedOrder,
-    ResumableLoader,
-    data_parallel_share,
-    loader_generator,
-)
+from zoo.data.ordering import item_loader
 from zoo.data.spec import DataSpec
 from zoo.errors import ConfigError, DataNotFoundError, ZooError
 
@@ -81,19 +75,11 @@ class ImageDataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"call {type(self).__name__}.setup() before asking for a loader")
-        # Each process reads its own share: training, a disjoint part of the epoch's
-        # permutation (resumable mid-epoch); evaluation, every image once over all processes.
-        num_replicas, rank = data_parallel_share(self.trainer)
-        share = {"num_replicas": num_replicas, "rank": rank}
-        if shuffle:
-            sampler, loader = EpochShuffle(len(dataset), **share), ResumableLoader
-        else:
-            sampler, loader = FixedOrder(list(range(len(dataset))), **share), DataLoader
-        return loader(
+        return item_loader(
             dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            generator=loader_generator(),
+            self.batch_size,
+            self.trainer,
+            shuffle,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             # Keeps workers alive across epochs instead of forking them anew each time.

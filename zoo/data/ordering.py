@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from zoo.errors import ConfigError
 
@@ -255,3 +255,21 @@ def loader_generator(seed: int | None = None) -> torch.Generator:
     """Return a generator for a DataLoader's own draws (its workers' base seed), so that
     building an iterator never advances the global generator."""
     return torch.Generator().manual_seed(torch.initial_seed() if seed is None else seed)
+
+
+def item_loader(
+    dataset: Dataset, batch_size: int, trainer: Any, shuffle: bool, **options: Any
+) -> DataLoader:
+    """Return the loader of a map-style ``dataset`` as every zoo data module reads one: each
+    process its own share; training (``shuffle``) a disjoint part of the epoch's permutation,
+    resumable mid-epoch (:class:`ResumableLoader`); evaluation every item once over all
+    processes. ``options`` go to the DataLoader (workers, pinned memory)."""
+    num_replicas, rank = data_parallel_share(trainer)
+    share = {"num_replicas": num_replicas, "rank": rank}
+    if shuffle:
+        sampler, loader = EpochShuffle(len(dataset), **share), ResumableLoader
+    else:
+        sampler, loader = FixedOrder(list(range(len(dataset))), **share), DataLoader
+    return loader(
+        dataset, batch_size=batch_size, sampler=sampler, generator=loader_generator(), **options
+    )

@@ -131,6 +131,21 @@ def check_sizes(**sizes: Any) -> None:
             raise ConfigError(f"model.{name} must be {kind}, got {value!r}")
 
 
+def check_halvings(network: str, num_halvings: int, shape: tuple[int, ...]) -> int:
+    """Return the factor 2**num_halvings by which ``network`` shrinks images of ``shape``
+    (C, H, W), one halving per entry of model.channels; raises ConfigError when H or W is
+    not a multiple of it."""
+    _, h, w = shape
+    factor = 2**num_halvings
+    if h % factor or w % factor:
+        raise ConfigError(
+            f"the {network} halves the image {num_halvings} times ({num_halvings} entries in "
+            f"model.channels), so H and W must be multiples of {factor}; the data are {h}×{w}: "
+            "use fewer channel entries or resize the images (data.image_size)"
+        )
+    return factor
+
+
 def check_fractions(**fractions: float) -> None:
     """Raises ConfigError naming the first value outside [0, 1) (dropout rates and the like)."""
     for name, value in fractions.items():

@@ -23,7 +23,7 @@ from torch import nn
 
 from zoo.errors import ConfigError
 from zoo.metrics import bits_per_dim
-from zoo.models.base import GenerativeModule, check_sizes
+from zoo.models.base import GenerativeModule, check_halvings, check_sizes
 from zoo.nn.distributions import (
     DECODER_LIKELIHOODS,
     decoder_log_likelihood,
@@ -150,13 +150,7 @@ class VAE(GenerativeModule):
             )
         channels = list(channels)
         c, h, w = self.spec.shape
-        factor = 2 ** len(channels)
-        if h % factor or w % factor:
-            raise ConfigError(
-                f"the VAE halves the image {len(channels)} times ({len(channels)} entries in "
-                f"model.channels), so H and W must be multiples of {factor}; the data are {h}×{w}: "
-                "use fewer channel entries or resize the images (data.image_size)"
-            )
+        factor = check_halvings("VAE", len(channels), self.spec.shape)
         self.num_levels = self.spec.num_levels
         self.num_dims = c * h * w
         outputs_per_value = decoder_outputs_per_value(likelihood, self.num_levels)

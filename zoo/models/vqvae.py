@@ -38,7 +38,7 @@ from torch import nn
 
 from zoo.errors import ConfigError, ZooError
 from zoo.metrics import bits_per_dim
-from zoo.models.base import GenerativeModule, check_sizes
+from zoo.models.base import GenerativeModule, check_halvings, check_sizes
 from zoo.nn.distributions import (
     DECODER_LIKELIHOODS,
     decoder_log_likelihood,
@@ -395,13 +395,7 @@ class VQVAE(GenerativeModule):
                 f"got {likelihood!r}"
             )
         c, h, w = self.spec.shape
-        factor = 2 ** len(channels)
-        if h % factor or w % factor:
-            raise ConfigError(
-                f"the VQ-VAE halves the image {len(channels)} times ({len(channels)} entries in "
-                f"model.channels), so H and W must be multiples of {factor}; the data are {h}×{w}: "
-                "use fewer channel entries or resize the images (data.image_size)"
-            )
+        factor = check_halvings("VQ-VAE", len(channels), self.spec.shape)
         self.num_levels = self.spec.num_levels
         self.num_dims = c * h * w
         self.code_shape = (h // factor, w // factor)  # (h, w)

@@ -187,6 +187,16 @@ def _typed(schema: type, values: DictConfig, prefix: str = "") -> DictConfig:
         raise ConfigError(f"{prefix}{error.full_key} is not an option: {error.msg}") from None
 
 
+def _check_group(schema: type, group: Any, prefix: str) -> DictConfig:
+    """Return the values of ``schema``'s fields that the config ``group`` sets, typed (the
+    others at their defaults); raises ConfigError for a wrong type or a value out of range."""
+    given = {f.name: group.get(f.name) for f in dataclasses.fields(schema)}
+    given = {name: value for name, value in given.items() if value is not None}
+    typed = _typed(schema, OmegaConf.create(given), prefix=prefix)
+    _check_ranges({name: typed[name] for name in given}, prefix=prefix)
+    return typed
+
+
 # What the entry scripts call --------------------------------------------------------------
 
 
@@ -203,18 +213,8 @@ def check_train_config(cfg: DictConfig) -> None:
     config that cannot work, before anything is built."""
     top = {name: cfg.get(name) for name in (f.name for f in dataclasses.fields(TrainOptions))}
     _check_ranges(OmegaConf.to_container(_typed(TrainOptions, OmegaConf.create(top))))
-    data = cfg.get("data") or {}
-    sizes = {f.name: data.get(f.name) for f in dataclasses.fields(DataBounds)}
-    sizes = {name: value for name, value in sizes.items() if value is not None}
-    typed_data = _typed(DataBounds, OmegaConf.create(sizes), prefix="data.")
-    _check_ranges(
-        {name: typed_data[name] for name in sizes}, prefix="data."
-    )  # only the keys the data set has
-    trainer = cfg.get("trainer") or {}
-    bounds = {f.name: trainer.get(f.name) for f in dataclasses.fields(TrainerBounds)}
-    bounds = {name: value for name, value in bounds.items() if value is not None}
-    typed = _typed(TrainerBounds, OmegaConf.create(bounds), prefix="trainer.")
-    _check_ranges(OmegaConf.to_container(typed), prefix="trainer.")
+    _check_group(DataBounds, cfg.get("data") or {}, "data.")
+    typed = _check_group(TrainerBounds, cfg.get("trainer") or {}, "trainer.")
     if typed.max_epochs in (None, -1) and typed.max_steps == -1:
         raise ConfigError(
             "the run has no bound: set trainer.max_epochs or trainer.max_steps (e.g. "
