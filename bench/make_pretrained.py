@@ -3,6 +3,7 @@
     python bench/make_pretrained.py                          # every model in PRESETS (hours)
     python bench/make_pretrained.py gan_digits               # one model (its judge must ship)
     python bench/make_pretrained.py classifier_digits vae_digits --smoke --out /tmp/models
+    python bench/make_pretrained.py gan_mnist5k --work runs --reuse   # export runs/gan_mnist5k
 
 For each model, in PRESETS' order (the judges first: the other image models' FID is
 measured with them):
@@ -127,9 +128,26 @@ def machine() -> str:
     )
 
 
-def train(overrides: list[str], run_dir: Path, work: Path, out: Path) -> tuple[dict, float]:
+def train(
+    overrides: list[str], run_dir: Path, work: Path, out: Path, reuse: bool = False
+) -> tuple[dict, float]:
     """Return results.json of ``python train.py overrides…`` run into ``run_dir``, and its
-    wall time in seconds. The console goes to ``<run_dir>.log``."""
+    wall time in seconds. The console goes to ``<run_dir>.log``.
+
+    With ``reuse``, a run that already finished in ``run_dir`` (its results.json written by
+    the same experiment) is returned instead, with its training time (results.json's
+    ``train_time_s``); a results.json of another experiment is refused (SystemExit)."""
+    experiment = overrides[0].removeprefix("experiment=")
+    finished = run_dir / "results.json"
+    if reuse and finished.is_file():
+        results = json.loads(finished.read_text())
+        if results.get("name") != experiment:
+            raise SystemExit(
+                f"make_pretrained.py: {finished} is a run of {results.get('name')!r}, not of "
+                f"{experiment!r}: point --work at a folder whose <name>/ runs are those presets"
+            )
+        print(f"  reusing the finished run {run_dir}", flush=True)
+        return results, results["train_time_s"]
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run: never resume an earlier one
     locations = [
         "resume=never",
@@ -232,7 +250,13 @@ def export(
 
 
 def make(
-    name: str, out: Path, work: Path, smoke: bool, half: bool, runs: dict[str, tuple[dict, float]]
+    name: str,
+    out: Path,
+    work: Path,
+    smoke: bool,
+    half: bool,
+    runs: dict[str, tuple[dict, float]],
+    reuse: bool = False,
 ) -> dict:
     """Return the config of ``name`` after training, checking and exporting it. ``runs`` holds
     this invocation's finished runs (results.json and seconds) by preset: a first stage made
@@ -245,12 +269,12 @@ def make(
     if preset.stage_one:
         first = [f"experiment={preset.stage_one}", *extra]
         if preset.stage_one not in runs:
-            runs[preset.stage_one] = train(first, work / preset.stage_one, work, out)
+            runs[preset.stage_one] = train(first, work / preset.stage_one, work, out, reuse)
         first_results, first_seconds = runs[preset.stage_one]
         overrides.append(f"model.stage_one={tested_checkpoint(first_results)}")
         commands.append(shlex.join(["python", "train.py", *first]))
         wall_time += first_seconds
-    runs[name] = train(overrides, work / name, work, out)
+    runs[name] = train(overrides, work / name, work, out, reuse)
     results, seconds = runs[name]
     stage_one = f"outputs/{preset.stage_one}/<run>/checkpoints/<best>.ckpt"
     shown = [
@@ -280,6 +304,11 @@ def main() -> None:
         default=None,
         help="try float16 weights (default: each preset's choice)",
     )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="export the runs already finished in --work/<name> instead of training them again",
+    )
     args = parser.parse_args()
 
     unknown = [n for n in args.names if n not in PRESETS]
@@ -287,6 +316,8 @@ def main() -> None:
         raise SystemExit(
             f"make_pretrained.py: unknown models {unknown}; known: {', '.join(PRESETS)}"
         )
+    if args.reuse and not args.work:
+        raise SystemExit("make_pretrained.py: --reuse needs --work, the folder of finished runs")
     names = [n for n in PRESETS if n in args.names] if args.names else list(PRESETS)
     out = args.out or (
         Path(tempfile.mkdtemp(prefix="zoo-pretrained-smoke-")) if args.smoke else package_dir()
@@ -311,7 +342,7 @@ def main() -> None:
     rows, runs = [], {}
     for name in names:
         half = PRESETS[name].half if args.half is None else args.half
-        config = make(name, out, work, args.smoke, half, runs)
+        config = make(name, out, work, args.smoke, half, runs, args.reuse)
         size = sum(p.stat().st_size for p in (out / name).iterdir())
         check = config["check"]
         rows.append(

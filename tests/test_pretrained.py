@@ -446,6 +446,52 @@ def test_make_pretrained_trains_checks_and_exports_the_judge_before_the_models(s
     assert "time to train" in (smoke_models / "vae_digits" / "README.md").read_text()
 
 
+def test_make_pretrained_reuse_exports_finished_runs_without_training_them_again(
+    smoke_models, tmp_path
+):
+    runs = tmp_path / "runs"  # a copy: the finished runs as train.py left them
+    shutil.copytree(smoke_models / ".runs", runs)
+    finished = (runs / "vae_digits" / "results.json").stat().st_mtime_ns
+    out = tmp_path / "models"
+    run_script(
+        "bench/make_pretrained.py",
+        "classifier_digits",
+        "vae_digits",
+        "--no-half",
+        "--reuse",
+        "--work",
+        str(runs),
+        "--out",
+        str(out),
+    )
+    assert shipped_names(out) == ["classifier_digits", "vae_digits"]
+    assert (runs / "vae_digits" / "results.json").stat().st_mtime_ns == finished  # not trained
+    first = load_file(out / "vae_digits" / "model.safetensors")
+    second = load_file(smoke_models / "vae_digits" / "model.safetensors")
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[key], second[key]) for key in first)
+
+
+def test_make_pretrained_reuse_refuses_a_run_of_another_preset(smoke_models, tmp_path):
+    made = import_file(ROOT / "bench" / "make_pretrained.py")
+    runs = tmp_path / "runs"
+    shutil.copytree(smoke_models / ".runs" / "vae_digits", runs / "gan_digits")
+    with pytest.raises(SystemExit, match="is a run of 'vae_digits', not of 'gan_digits'"):
+        made.train(["experiment=gan_digits"], runs / "gan_digits", runs, tmp_path, reuse=True)
+    with pytest.raises(SystemExit, match="--reuse needs --work"):
+        run_main(made, "gan_digits", "--reuse")
+
+
+def run_main(module, *argv: str) -> None:
+    """Run a script module's main() with ``argv`` as its command line."""
+    saved = sys.argv
+    sys.argv = [module.__file__, *argv]
+    try:
+        module.main()
+    finally:
+        sys.argv = saved
+
+
 def test_a_recorded_check_is_measured_again_within_its_tolerance(
     smoke_models, monkeypatch, tmp_path
 ):
