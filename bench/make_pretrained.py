@@ -118,6 +118,11 @@ def judge_of(name: str) -> str | None:
     return f"classifier_{preset.data}"
 
 
+def folder_bytes(folder: Path) -> int:
+    """Return the bytes of the files in a model's folder, as the package carries them."""
+    return sum(p.stat().st_size for p in folder.iterdir())
+
+
 def machine() -> str:
     """Return a line describing this machine and the library versions."""
     import torch
@@ -343,7 +348,7 @@ def main() -> None:
     for name in names:
         half = PRESETS[name].half if args.half is None else args.half
         config = make(name, out, work, args.smoke, half, runs, args.reuse)
-        size = sum(p.stat().st_size for p in (out / name).iterdir())
+        size = folder_bytes(out / name)
         check = config["check"]
         rows.append(
             (name, config["num_parameters"], config["dtype"], size, check, config["train_time_s"])
@@ -359,7 +364,7 @@ def main() -> None:
             f"{name:<22}{parameters:>12,}  {dtype:<8}{size_mb:>12}  {figure:<28}{seconds:>8.0f} s"
         )
     listed = [out / name for name in shipped_names(out)]
-    total = sum(p.stat().st_size for folder in listed for p in folder.iterdir())
+    total = sum(folder_bytes(folder) for folder in listed)
     over = f": over the budget of {BUDGET_MB} MB" if total > BUDGET_MB * 1e6 else ""
     print(f"{len(listed)} models in {out}: {total / 1e6:.2f} MB{over}")
 
