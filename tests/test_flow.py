@@ -341,10 +341,12 @@ def test_guidance_changes_the_samples_of_a_conditional_model_only(backbone):
     assert torch.equal(plain, draw(labels=3, guidance=1.0))
     assert not torch.allclose(plain, guided, atol=1e-3)
     assert not torch.allclose(plain, draw(labels=5), atol=1e-3)
-    # Without labels a conditional model draws from its unconditional half: guidance 0.
-    assert torch.allclose(draw(), draw(labels=3, guidance=0.0), atol=1e-5)
-    with pytest.raises(ConfigError, match="guidance=2.0 steers towards asked labels: pass labels="):
-        model.sample(2, guidance=2.0)
+    # Without labels a conditional model draws the classes in turn; guidance 0 draws from
+    # its unconditional half ("no label"), the same whatever the labels.
+    assert torch.equal(draw(), draw(labels=[0, 1, 2, 3]))
+    assert torch.allclose(draw(guidance=0.0), draw(labels=3, guidance=0.0), atol=1e-5)
+    assert not torch.allclose(draw(guidance=0.0), draw(), atol=1e-3)
+    assert not torch.allclose(draw(guidance=2.0), draw(), atol=1e-3)
     unconditional = perturbed(Flow(IMAGE_SPEC, **backbone)).eval()
     with pytest.raises(ConfigError, match="labels= needs a class-conditional model"):
         unconditional.sample(2, labels=3, guidance=2.0)
@@ -625,7 +627,7 @@ def test_sample_py_reports_the_network_calls_it_made_per_batch(
     [
         ("steps=0", "steps must be a positive integer, got 0"),
         ("sampler=unipc", "sampler must be one of euler, heun, midpoint, got 'unipc'"),
-        ("guidance=2.0", "guidance=2.0 steers towards asked labels: pass labels="),
+        ("labels=11", "labels must lie in the classes 0 … 9, got [11]"),
         ("eta=0.5", "eta= is not an option of the flow family"),
     ],
 )

@@ -573,6 +573,29 @@ def test_the_shipped_judge_judges_unless_the_user_has_one_of_their_own(judged_re
     assert evaluation.find_judge("digits") == tmp_path / "judges" / "digits.ckpt"
 
 
+def test_classifier_ckpt_takes_a_shipped_judges_name_a_folder_or_a_checkpoint(
+    judged_registry, tmp_path
+):
+    from zoo.evaluation import Evaluation, JudgeMissingError
+
+    def judge(value):
+        return Evaluation(classifier_ckpt=value, judges_dir=str(tmp_path)).find_judge("digits")
+
+    shipped = judged_registry / "classifier_digits"
+    assert judge("classifier_digits") == shipped and judge(str(shipped)) == shipped
+    ckpt = tmp_path / "judge.ckpt"
+    torch.save(checkpoint_of(tiny_family("cnn_classifier", seed=1)), ckpt)
+    assert judge(str(ckpt)) == ckpt
+    for wrong in ("classifier_mnist", str(tmp_path / "missing.ckpt")):
+        with pytest.raises(JudgeMissingError) as error:
+            judge(wrong)
+        assert str(error.value) == (
+            f"evaluation.classifier_ckpt={wrong} is no file, folder or shipped judge: pass a "
+            "classifier run's checkpoint (its checkpoints/best.ckpt), a folder written by "
+            "zoo.save_pretrained, or a shipped judge's name: classifier_digits"
+        )
+
+
 def test_sample_evaluates_a_pretrained_model_with_the_shipped_judge(judged_registry, tmp_path):
     cfg = sample_config(
         "pretrained=tiny_vae",

@@ -37,7 +37,7 @@ from zoo.metrics.sample_quality import (
 from zoo.models import GenerativeModule
 from zoo.models.base import draw_samples
 from zoo.outputs import save_tensor
-from zoo.pretrained import shipped_judge
+from zoo.pretrained import NAME, shipped_judge, shipped_names, shipped_path
 
 log = logging.getLogger("zoo")
 
@@ -168,21 +168,39 @@ class Evaluation:
     # The judge and the real images ------------------------------------------------------
 
     def find_judge(self, data_name: str) -> Path:
-        """Return the judge: ``classifier_ckpt`` when set, else the user's own
-        ``<judges_dir>/<data_name>.ckpt``, else the shipped judge of the data set (a saved
-        model's folder). Raises JudgeMissingError saying how to train one."""
-        path = Path(self.classifier_ckpt or judge_path(self.judges_dir, data_name))
-        shipped = None if self.classifier_ckpt or path.is_file() else shipped_judge(data_name)
+        """Return the judge: ``classifier_ckpt`` when set (a classifier run's checkpoint, a
+        folder written by ``zoo.save_pretrained`` or a shipped judge's name such as
+        ``classifier_mnist5k``), else the user's own ``<judges_dir>/<data_name>.ckpt``, else
+        the shipped judge of the data set. Raises JudgeMissingError saying how to get one."""
+        if self.classifier_ckpt:
+            return self._named_judge(str(self.classifier_ckpt))
+        path = judge_path(self.judges_dir, data_name)
+        if path.is_file():
+            return path
+        shipped = shipped_judge(data_name)
         if shipped is not None:
             log.info("judging samples of %r with the shipped judge %s", data_name, shipped.name)
             return shipped
-        if not path.exists():
-            raise JudgeMissingError(
-                f"no classifier to judge samples of {data_name!r} at {path}: train one with "
-                f"`python train.py experiment=classifier_{data_name}` (it writes {path}), "
-                "or pass evaluation.classifier_ckpt=PATH"
-            )
-        return path
+        raise JudgeMissingError(
+            f"no classifier to judge samples of {data_name!r} at {path}: train one with "
+            f"`python train.py experiment=classifier_{data_name}` (it writes {path}), "
+            "or pass evaluation.classifier_ckpt=PATH"
+        )
+
+    @staticmethod
+    def _named_judge(name: str) -> Path:
+        path = Path(name)
+        if path.exists():
+            return path
+        if NAME.fullmatch(name) and name in shipped_names():
+            return shipped_path(name)
+        judges = [n for n in shipped_names() if n.startswith("classifier_")]
+        raise JudgeMissingError(
+            f"evaluation.classifier_ckpt={name} is no file, folder or shipped judge: pass a "
+            "classifier run's checkpoint (its checkpoints/best.ckpt), a folder written by "
+            "zoo.save_pretrained, or a shipped judge's name: "
+            + (", ".join(judges) or "none in this install")
+        )
 
     def load_judge(self, data_name: str, device: torch.device | str = "cpu") -> Judge:
         """Return the judge of ``data_name`` on ``device`` (see :meth:`find_judge`)."""

@@ -120,5 +120,6 @@ class CNNClassifier(GenerativeModule):
     def sample(self, num_samples: int, *, generator: torch.Generator | None = None):
         raise ZooError(
             "the CNN classifier judges samples but does not generate them: sample from a "
-            "generative family's checkpoint, and pass this one as evaluation.classifier_ckpt="
+            "generative family's checkpoint, and pass this one to judge the samples as "
+            "evaluation.classifier_ckpt=PATH (or a shipped judge's name, e.g. classifier_mnist5k)"
         )

@@ -811,8 +811,9 @@ class Diffusion(GenerativeModule):
         ``steps`` is the number of network calls (``ddpm``: all T); ``grid`` places them
         (GRIDS; default per sampler and schedule, DEFAULT_GRIDS); ``sampler`` may name any
         diffusers scheduler as ``diffusers:<Class>``. ``labels`` (one or N class ids)
-        condition a class-conditional model; ``guidance`` is the classifier-free guidance
-        scale with them; ``eta`` is DDIM's noise level. The calls made are left in
+        condition a class-conditional model, which draws every class in turn without them;
+        ``guidance`` is the classifier-free guidance scale (1: the conditional model, 0: its
+        unconditional half, "no label"); ``eta`` is DDIM's noise level. The calls made are left in
         ``last_network_calls`` (one call runs the network once, on a doubled batch with
         guidance). Raises ConfigError for options that cannot work (check_sample_options).
         """
@@ -822,12 +823,9 @@ class Diffusion(GenerativeModule):
             steps = self.hparams.sampler_steps
         clip = clip or self.hparams.clip
         self.check_sample_options(sampler, steps, schedule.num_steps, grid, eta, clip)
+        # A conditional model draws the classes in turn unless told (as every family does).
+        labels = self.sample_labels(labels, num_samples)  # checked, None when unconditional
         scale = guidance_scale(guidance, labels)
-        labels = (  # asked labels are checked, even against an unconditional model
-            self.sample_labels(labels, num_samples)
-            if labels is not None
-            else null_labels(num_samples, self.num_classes, self.device)
-        )
         denoise = self.denoiser(labels, scale, clip)
         calls = 0
 

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from zoo.errors import ConfigError
 from zoo.models.base import GenerativeModule, check_fractions, check_sizes
 from zoo.nn.backbones import BACKBONES, NETWORK_OPTIONS, denoising_network
-from zoo.nn.guidance import drop_labels, guidance_scale, guided_prediction, null_labels
+from zoo.nn.guidance import drop_labels, guidance_scale, guided_prediction
 
 TIME_SCALE = 1000.0  # the networks embed t ∈ [0, 1] as t·1000, the scale of DDPM's timesteps
 TIMESTEP_SAMPLING = ("uniform", "logit_normal")
@@ -342,21 +342,17 @@ class Flow(GenerativeModule):
         ``sampler`` (both default to the config's); ``last_network_calls`` reports them.
 
         ``labels`` (one class or a list, repeated) condition a class-conditional model,
-        which draws from its unconditional half ("no label") without them, as diffusion
-        does. ``guidance`` is the classifier-free guidance scale w towards the labels (1:
-        the conditional model, 0: the unconditional one). Raises ConfigError for an unknown
-        sampler, steps below 1, labels asked of an unconditional model and guidance
-        without labels.
+        which draws every class in turn without them, as every family does. ``guidance`` is
+        the classifier-free guidance scale w towards the labels (1: the conditional model,
+        0: its unconditional half, "no label"). Raises ConfigError for an unknown sampler,
+        steps below 1, and labels or guidance asked of an unconditional model.
         """
         sampler = self.hparams.sampler if sampler is None else sampler
         steps = self.hparams.sampler_steps if steps is None else steps
         self.check_sample_options(sampler, steps)
+        # A conditional model draws the classes in turn unless told (as every family does).
+        labels = self.sample_labels(labels, num_samples)  # checked, None when unconditional
         scale = guidance_scale(guidance, labels)
-        labels = (  # asked labels are checked, even against an unconditional model
-            self.sample_labels(labels, num_samples)
-            if labels is not None
-            else null_labels(num_samples, self.num_classes, self.device)
-        )
         self.last_network_calls = 0
         velocity = self.velocity_field(labels, scale)
         noise = torch.randn(

@@ -9,7 +9,6 @@ conditional and the unconditional model.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import torch
 
@@ -38,17 +37,19 @@ def guidance_mix(
     return unconditional + scale * (conditional - unconditional)
 
 
-def guidance_scale(guidance: float | None, labels: Any) -> float:
+def guidance_scale(guidance: float | None, labels: torch.Tensor | None) -> float:
     """Return the guidance scale w of a sampling call (1, the plain model, when None).
 
-    Guidance steers towards asked classes, so a scale other than 1 needs ``labels``: raises
-    ConfigError without them."""
+    ``labels`` are the classes drawn (None for an unconditional model). Guidance mixes a
+    class-conditional model's two halves, so a scale other than 1 needs one: raises
+    ConfigError for an unconditional model."""
     if guidance is None:
         return 1.0
     if guidance != 1.0 and labels is None:
         raise ConfigError(
-            f"guidance={guidance} steers towards asked labels: pass labels= (a "
-            "class-conditional model, trained with model.conditional=true)"
+            f"guidance={guidance} mixes the conditional and unconditional halves of a "
+            "class-conditional model (trained with model.conditional=true); this one is "
+            "unconditional: leave guidance out"
         )
     return float(guidance)
 
@@ -73,9 +74,11 @@ def guided_prediction(
     """Return the network's prediction at (x, timesteps) guided towards ``labels`` with
     ``scale``, in ONE network call: with guidance the conditional and unconditional halves
     go through together as a batch of 2B. Without labels, or at scale 1, it is the plain
-    prediction."""
+    prediction; at scale 0 the unconditional one, in a batch of B."""
     if labels is None or scale == 1.0:
         return network(x, timesteps, labels)
+    if scale == 0.0:  # the unconditional model alone
+        return network(x, timesteps, torch.full_like(labels, null_label))
     unconditional = torch.full_like(labels, null_label)
     both = network(
         torch.cat([x, x]), torch.cat([timesteps, timesteps]), torch.cat([labels, unconditional])
