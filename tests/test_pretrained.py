@@ -596,6 +596,20 @@ def test_classifier_ckpt_takes_a_shipped_judges_name_a_folder_or_a_checkpoint(
         )
 
 
+def test_sample_refuses_a_judge_it_cannot_find_before_drawing_anything(judged_registry, tmp_path):
+    cfg = sample_config(
+        "pretrained=tiny_vae",
+        "num_samples=20",
+        "evaluate=true",
+        "evaluation.classifier_ckpt=classifier_mnist",
+        f"output_dir={tmp_path / 'eval'}",
+        "device=cpu",
+    )
+    with pytest.raises(ZooError, match="evaluation.classifier_ckpt=classifier_mnist is no file"):
+        sample(cfg)
+    assert not (tmp_path / "eval" / "samples.pt").exists()
+
+
 def test_sample_evaluates_a_pretrained_model_with_the_shipped_judge(judged_registry, tmp_path):
     cfg = sample_config(
         "pretrained=tiny_vae",

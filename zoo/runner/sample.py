@@ -110,6 +110,9 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
             checkpoint, use_ema=cfg.use_ema, compile=cfg.compile, path=cfg.ckpt_path
         ).to(device)
     options = _family_options(model, cfg)
+    if cfg.get("evaluate") and model.generates and model.modality == "image":
+        # A judge that cannot be found fails now, not after the samples are drawn.
+        Evaluation.from_config(cfg.evaluation).find_judge(model.data_record["name"])
     result: dict[str, Any] = {"family": model.family}
     images = None
     if model.generates or not cfg.get("evaluate"):
