@@ -77,9 +77,9 @@ def guided_prediction(
     prediction; at scale 0 the unconditional one, in a batch of B."""
     if labels is None or scale == 1.0:
         return network(x, timesteps, labels)
-    if scale == 0.0:  # the unconditional model alone
-        return network(x, timesteps, torch.full_like(labels, null_label))
     unconditional = torch.full_like(labels, null_label)
+    if scale == 0.0:  # the unconditional model alone
+        return network(x, timesteps, unconditional)
     both = network(
         torch.cat([x, x]), torch.cat([timesteps, timesteps]), torch.cat([labels, unconditional])
     )  # (2B, C, H, W)

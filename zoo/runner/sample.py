@@ -110,9 +110,11 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
             checkpoint, use_ema=cfg.use_ema, compile=cfg.compile, path=cfg.ckpt_path
         ).to(device)
     options = _family_options(model, cfg)
-    if cfg.get("evaluate") and model.generates and model.modality == "image":
-        # A judge that cannot be found fails now, not after the samples are drawn.
-        Evaluation.from_config(cfg.evaluation).find_judge(model.data_record["name"])
+    evaluation = Evaluation.from_config(cfg.evaluation) if cfg.get("evaluate") else None
+    if evaluation is not None and model.generates and model.modality == "image":
+        # The judge is found once, before the samples are drawn: a wrong one fails at once.
+        judge = evaluation.find_judge(model.data_record["name"])
+        evaluation = evaluation.replace(classifier_ckpt=str(judge))
     result: dict[str, Any] = {"family": model.family}
     images = None
     if model.generates or not cfg.get("evaluate"):
@@ -143,8 +145,8 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
         )
         if getattr(model, "last_network_calls", None) is not None:  # families that count them
             result["network_calls"] = model.last_network_calls
-    if cfg.get("evaluate"):
-        metrics = _evaluate_model(model, images, cfg, device)
+    if evaluation is not None:
+        metrics = _evaluate_model(model, images, cfg, device, evaluation)
         drawn_with = {k: result[k] for k in ("network_calls",) if k in result}
         evaluation_path = write_json(
             output_dir / "evaluation.json", {**source, **drawn_with, **metrics}
@@ -158,14 +160,14 @@ def _evaluate_model(
     images: torch.Tensor | None,
     cfg: DictConfig,
     device: torch.device,
+    evaluation: Evaluation,
 ) -> dict[str, float]:
     """Return the test metrics of a model on its own data set's test split, and, for images,
-    the sample-quality metrics of ``images``."""
+    the sample-quality metrics of ``images`` judged as ``evaluation`` says."""
     locations = OmegaConf.to_container(cfg.data) if cfg.get("data") else {}
     datamodule = datamodule_from_record(model.data_record, **locations)
     metrics = metrics_on_test_split(model, datamodule, device)
     if images is not None:
-        evaluation = Evaluation.from_config(cfg.evaluation)
         quality = evaluation.judge_images(images, datamodule, model.data_record, device)
         metrics.update({f"test/{name}": value for name, value in quality.items()})
     return metrics
