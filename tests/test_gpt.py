@@ -15,6 +15,7 @@ from zoo.checkpoints import load_checkpoint, model_from_checkpoint
 from zoo.data import TextFileDataModule
 from zoo.data.tokenizers import BPETokenizer, ByteTokenizer, CharTokenizer, tokenizer_from_state
 from zoo.models import FAMILIES, GPT
+from zoo.models.gpt import DEFAULT_OPTIMIZER
 from zoo.nn.decoding import truncate_at_stop
 from zoo.nn.schedules import warmup_cosine, warmup_cosine_factor
 
@@ -188,17 +189,22 @@ def test_parameter_groups_decay_every_matrix_and_embedding_and_no_bias_or_norm()
     assert id(named["transformer.wpe.weight"]) in decayed
 
 
-def test_configured_adamw_takes_its_settings_from_config_and_is_fused_only_on_cuda():
+def test_configured_adamw_takes_its_settings_from_config_and_is_fused_where_torch_can():
     schedule = {"_target_": "zoo.nn.schedules.warmup_cosine", "_partial_": True}
     model = tiny_gpt(scheduler={**schedule, "warmup_steps": 10, "total_steps": 100})
     configured = model.configure_optimizers()
     optimizer, scheduler = configured["optimizer"], configured["lr_scheduler"]
     assert isinstance(optimizer, torch.optim.AdamW)
     assert [group["weight_decay"] for group in optimizer.param_groups] == [0.1, 0.0]
-    assert optimizer.defaults["fused"] is False  # this is a CPU: torch's default loop
+    assert optimizer.defaults["fused"] is True  # torch has a fused AdamW for the CPU too
     assert optimizer.defaults["betas"] == (0.9, 0.99)
     assert scheduler["interval"] == "step"
     assert scheduler["scheduler"].get_last_lr() == [1e-3 / 11, 1e-3 / 11]
+    unfused = tiny_gpt(
+        optimizer={**DEFAULT_OPTIMIZER, "fused": False},
+        scheduler={**schedule, "warmup_steps": 10, "total_steps": 100},
+    )
+    assert unfused.configure_optimizers()["optimizer"].defaults["fused"] is False
 
 
 def test_warmup_cosine_schedule_matches_its_closed_form():

@@ -26,7 +26,8 @@ from zoo.models.base import LanguageModel, check_fractions, check_sizes
 from zoo.nn.decoding import StopTracker, sample_from_logits
 
 POSITIONS = ("learned", "rotary")
-FUSED_OPTIMIZERS = ("torch.optim.AdamW", "torch.optim.Adam")  # with a fused CUDA kernel
+FUSED_OPTIMIZERS = ("torch.optim.AdamW", "torch.optim.Adam")  # with fused CUDA and CPU kernels
+FUSED_DEVICES = ("cuda", "cpu")  # torch >= 2.4 has both
 
 # One layer's cached keys and values, each (B, nh, T_past, hs).
 KeyValues = tuple[torch.Tensor, torch.Tensor]
@@ -221,9 +222,15 @@ def decay_groups(parameters) -> list[dict[str, Any]]:
 
 def fused_option(optimizer: dict[str, Any], device: torch.device) -> dict[str, Any]:
     """Return nanoGPT's choice for an optimizer config whose ``fused`` is unset: AdamW's
-    fused kernel where the device has one (CUDA); nothing for other optimizers."""
+    fused kernel where the device has one; nothing for other optimizers.
+
+    nanoGPT fuses on CUDA only, because torch had no CPU kernel then; torch >= 2.4 has
+    one, and on the gpt_shakespeare_cpu model it takes a step from 40 to 37 ms
+    (bench/RESULTS.md, "GPT against nanoGPT"). ``fused: false`` in the config keeps
+    torch's multi-tensor loop.
+    """
     if optimizer["_target_"] in FUSED_OPTIMIZERS and optimizer.get("fused") is None:
-        return {"fused": device.type == "cuda"}
+        return {"fused": device.type in FUSED_DEVICES}
     return {}
 
 
