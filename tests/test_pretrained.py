@@ -596,6 +596,21 @@ def test_classifier_ckpt_takes_a_shipped_judges_name_a_folder_or_a_checkpoint(
         )
 
 
+def test_a_generator_given_as_judge_is_refused_naming_the_shipped_judges(judged_registry, tmp_path):
+    from zoo.evaluation import Evaluation, Judge
+
+    generator = tmp_path / "vae.ckpt"
+    torch.save(checkpoint_of(tiny_family("vae")), generator)
+    for given in (generator, judged_registry / "tiny_vae"):
+        path = Evaluation(classifier_ckpt=str(given)).find_judge("digits")
+        with pytest.raises(ZooError) as error:
+            Judge(path)
+        assert str(error.value) == (
+            f"{given} is a vae model; the judge must be a cnn_classifier: train one with "
+            "experiment=classifier_<data set>, or pass a shipped judge's name (classifier_digits)"
+        )
+
+
 def test_sample_refuses_a_judge_it_cannot_find_before_drawing_anything(judged_registry, tmp_path):
     cfg = sample_config(
         "pretrained=tiny_vae",

@@ -57,6 +57,13 @@ def judge_path(judges_dir: str | Path, data_name: str) -> Path:
     return Path(judges_dir) / f"{data_name}.ckpt"
 
 
+def shipped_judge_names() -> str:
+    """Return the shipped judges' names, comma-separated, for messages."""
+    return ", ".join(n for n in shipped_names() if n.startswith("classifier_")) or (
+        "none in this install"
+    )
+
+
 class Judge:
     """A CNN classifier used as a feature extractor and labeller of images: a run's checkpoint
     or a saved (pretrained) model's folder."""
@@ -76,8 +83,9 @@ class Judge:
             self.fingerprint = hashlib.sha256(self.path.read_bytes()).hexdigest()[:16]
         if self.model.family != "cnn_classifier":
             raise ZooError(
-                f"{self.path} is a {self.model.family} model; the judge must be a cnn_classifier "
-                "(train one with experiment=classifier_<data set>)"
+                f"{self.path} is a {self.model.family} model; the judge must be a cnn_classifier: "
+                "train one with experiment=classifier_<data set>, or pass a shipped judge's "
+                f"name ({shipped_judge_names()})"
             )
         self.device = torch.device(device)
 
@@ -194,12 +202,11 @@ class Evaluation:
             return path
         if NAME.fullmatch(name) and name in shipped_names():
             return shipped_path(name)
-        judges = [n for n in shipped_names() if n.startswith("classifier_")]
         raise JudgeMissingError(
             f"evaluation.classifier_ckpt={name} is no file, folder or shipped judge: pass a "
             "classifier run's checkpoint (its checkpoints/best.ckpt), a folder written by "
             "zoo.save_pretrained, or a shipped judge's name: "
-            + (", ".join(judges) or "none in this install")
+            + shipped_judge_names()
         )
 
     def load_judge(self, data_name: str, device: torch.device | str = "cpu") -> Judge:
