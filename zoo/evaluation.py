@@ -205,8 +205,7 @@ class Evaluation:
         raise JudgeMissingError(
             f"evaluation.classifier_ckpt={name} is no file, folder or shipped judge: pass a "
             "classifier run's checkpoint (its checkpoints/best.ckpt), a folder written by "
-            "zoo.save_pretrained, or a shipped judge's name: "
-            + shipped_judge_names()
+            "zoo.save_pretrained, or a shipped judge's name: " + shipped_judge_names()
         )
 
     def load_judge(self, data_name: str, device: torch.device | str = "cpu") -> Judge:
