@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_dir
 from zoo.checkpoints import load_checkpoint, model_from_checkpoint
 from zoo.data import TextFileDataModule
 from zoo.data.tokenizers import BPETokenizer, ByteTokenizer, CharTokenizer, tokenizer_from_state
+from zoo.errors import ConfigError
 from zoo.models import FAMILIES, GPT
 from zoo.models.gpt import DEFAULT_OPTIMIZER
 from zoo.nn.decoding import truncate_at_stop
@@ -205,6 +206,8 @@ def test_configured_adamw_takes_its_settings_from_config_and_is_fused_where_torc
         scheduler={**schedule, "warmup_steps": 10, "total_steps": 100},
     )
     assert unfused.configure_optimizers()["optimizer"].defaults["fused"] is False
+    with pytest.raises(ConfigError, match="model.optimizer.fused must be true, false or null"):
+        tiny_gpt(optimizer={**DEFAULT_OPTIMIZER, "fused": "abc"}).configure_optimizers()
 
 
 def test_warmup_cosine_schedule_matches_its_closed_form():

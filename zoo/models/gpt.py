@@ -226,10 +226,14 @@ def fused_option(optimizer: dict[str, Any], device: torch.device) -> dict[str, A
 
     nanoGPT fuses on CUDA only, because torch had no CPU kernel then; torch >= 2.4 has
     one, and on the gpt_shakespeare_cpu model it takes a step from 40 to 37 ms
-    (bench/RESULTS.md, "GPT against nanoGPT"). ``fused: false`` in the config keeps
-    torch's multi-tensor loop.
+    (bench/RESULTS.md, "GPT (Shakespeare, characters)"). ``fused: false`` in the config
+    keeps torch's multi-tensor loop. Raises ConfigError for a ``fused`` that is not
+    true, false or null.
     """
-    if optimizer["_target_"] in FUSED_OPTIMIZERS and optimizer.get("fused") is None:
+    fused = optimizer.get("fused")
+    if fused is not None and not isinstance(fused, bool):
+        raise ConfigError(f"model.optimizer.fused must be true, false or null, got {fused!r}")
+    if optimizer["_target_"] in FUSED_OPTIMIZERS and fused is None:
         return {"fused": device.type in FUSED_DEVICES}
     return {}
 
@@ -313,7 +317,7 @@ class GPT(LanguageModel):
         return decay_groups(self.parameters())
 
     def optimizer_options(self) -> dict[str, Any]:
-        """Return nanoGPT's choice: AdamW's fused kernel where the device has one (CUDA)."""
+        """Return nanoGPT's choice: AdamW's fused kernel where the device has one (CPU, CUDA)."""
         return fused_option(self.hparams.optimizer, self.device)
 
     # Generation

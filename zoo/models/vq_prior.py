@@ -266,7 +266,7 @@ class VQPrior(GenerativeModule):
         return decay_groups(self.prior.parameters())
 
     def optimizer_options(self) -> dict[str, Any]:
-        """Return AdamW's fused kernel where the device has one (CUDA), as the GPT does."""
+        """Return AdamW's fused kernel where the device has one (CPU, CUDA), as the GPT does."""
         return fused_option(self.hparams.optimizer, self.device)
 
     # Sampling
