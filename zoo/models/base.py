@@ -154,8 +154,8 @@ def check_fractions(**fractions: float) -> None:
 
 
 def check_optimizer(name: str, optimizer: dict[str, Any] | None) -> None:
-    """Raises ConfigError when an optimizer config has no _target_ or a learning rate that is
-    not a positive finite number."""
+    """Raises ConfigError when an optimizer config has no _target_, a learning rate that is
+    not a positive finite number, or a ``fused`` that is not true, false or null."""
     if optimizer is None:
         return
     if not isinstance(optimizer, dict) or "_target_" not in optimizer:
@@ -166,6 +166,9 @@ def check_optimizer(name: str, optimizer: dict[str, Any] | None) -> None:
     lr = optimizer.get("lr")
     if lr is not None and (not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0):
         raise ConfigError(f"model.{name}.lr must be a positive finite number, got {lr!r}")
+    fused = optimizer.get("fused")
+    if fused is not None and not isinstance(fused, bool):
+        raise ConfigError(f"model.{name}.fused must be true, false or null, got {fused!r}")
 
 
 class GenerativeModule(L.LightningModule):

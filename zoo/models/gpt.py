@@ -227,13 +227,9 @@ def fused_option(optimizer: dict[str, Any], device: torch.device) -> dict[str, A
     nanoGPT fuses on CUDA only, because torch had no CPU kernel then; torch >= 2.4 has
     one, and on the gpt_shakespeare_cpu model it takes a step from 40 to 37 ms
     (bench/RESULTS.md, "GPT (Shakespeare, characters)"). ``fused: false`` in the config
-    keeps torch's multi-tensor loop. Raises ConfigError for a ``fused`` that is not
-    true, false or null.
+    keeps torch's multi-tensor loop (any other value is refused by ``check_optimizer``).
     """
-    fused = optimizer.get("fused")
-    if fused is not None and not isinstance(fused, bool):
-        raise ConfigError(f"model.optimizer.fused must be true, false or null, got {fused!r}")
-    if optimizer["_target_"] in FUSED_OPTIMIZERS and fused is None:
+    if optimizer["_target_"] in FUSED_OPTIMIZERS and optimizer.get("fused") is None:
         return {"fused": device.type in FUSED_DEVICES}
     return {}
 

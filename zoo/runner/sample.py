@@ -112,7 +112,7 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
     options = _family_options(model, cfg)
     evaluation = Evaluation.from_config(cfg.evaluation) if cfg.get("evaluate") else None
     if evaluation is not None and model.generates and model.modality == "image":
-        # The judge is found once, before the samples are drawn: a wrong one fails at once.
+        # The judge is found once, before the samples are drawn: a missing one fails at once.
         judge = evaluation.find_judge(model.data_record["name"])
         evaluation = evaluation.replace(classifier_ckpt=str(judge))
     result: dict[str, Any] = {"family": model.family}
