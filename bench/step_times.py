@@ -10,7 +10,8 @@ EMA and gradient clipping kept), and the median seconds a training step takes af
 warm-up, in wall time and in CPU time of this process; then the CPU seconds to draw
 ``--samples`` samples, and the count of trained parameters (a frozen first stage's are
 not). A second stage trains, as train.py has it, on the data encoded once by its first
-stage (not timed). ``--set`` overrides apply to every experiment. On a machine that is
+stage (not timed). ``--set`` overrides apply to every experiment; ``--precision`` is the Trainer's
+(``bf16-mixed`` autocasts the steps to bfloat16). On a machine that is
 not quiet, wall times mean little: run with OMP_NUM_THREADS=1, read the CPU times, and
 time beside the new presets a digits preset whose wall time alone is recorded in
 bench/RESULTS.md; the ratio of CPU times carries over.
@@ -53,7 +54,12 @@ class StepTimer(L.Callback):
 
 
 def time_experiment(
-    experiment: str, overrides: list[str], steps: int, warmup: int, samples: int
+    experiment: str,
+    overrides: list[str],
+    steps: int,
+    warmup: int,
+    samples: int,
+    precision: str = "32-true",
 ) -> dict[str, float]:
     """Return the median step time (s), the sampling time (s) and the size of a preset."""
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -68,6 +74,7 @@ def time_experiment(
         callbacks.append(instantiate(ema))
     trainer = L.Trainer(
         accelerator="cpu",
+        precision=precision,
         max_epochs=1,
         limit_train_batches=warmup + steps,
         limit_val_batches=0,
@@ -103,15 +110,22 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--samples", type=int, default=0, help="samples to time drawing")
     parser.add_argument("--set", nargs="*", default=[], help="overrides for every experiment")
+    parser.add_argument("--precision", default="32-true", help="e.g. bf16-mixed")
     arguments = parser.parse_args()
     print("| experiment | parameters (M) | s/step | CPU s/step | steps/epoch | sampling CPU s |")
     print("|---|---|---|---|---|---|")
     for experiment in arguments.experiments:
         result = time_experiment(
-            experiment, arguments.set, arguments.steps, arguments.warmup, arguments.samples
+            experiment,
+            arguments.set,
+            arguments.steps,
+            arguments.warmup,
+            arguments.samples,
+            arguments.precision,
         )
         print(
-            f"| {experiment} {' '.join(arguments.set)} | {result['parameters_M']:.2f} | "
+            f"| {experiment} {' '.join(arguments.set)} {arguments.precision} | "
+            f"{result['parameters_M']:.2f} | "
             f"{result['step_s']:.3f} | {result['step_cpu_s']:.3f} | "
             f"{result['steps_per_epoch']} | {result['sample_cpu_s']:.1f} |",
             flush=True,

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from zoo.errors import ConfigError
 from zoo.models.base import LanguageModel, check_fractions, check_sizes
+from zoo.nn.attention import scaled_dot_product_attention
 from zoo.nn.decoding import StopTracker, sample_from_logits
 
 POSITIONS = ("learned", "rotary")
@@ -90,7 +90,7 @@ class CausalSelfAttention(nn.Module):
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
         dropout_p = self.dropout if self.training else 0.0
         if past is None:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+            y = scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
         else:
             k = torch.cat([past[0], k], dim=2)  # (B, nh, T_past + T, hs)
             v = torch.cat([past[1], v], dim=2)  # (B, nh, T_past + T, hs)
@@ -101,7 +101,7 @@ class CausalSelfAttention(nn.Module):
             if T > 1:
                 mask = torch.ones(T, T_past + T, dtype=torch.bool, device=x.device)
                 mask = mask.tril(diagonal=T_past)  # (T, T_past + T)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+            y = scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side
         return self.resid_dropout(self.c_proj(y)), (k, v)
 

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo.nn.attention import scaled_dot_product_attention
 from zoo.nn.unet import timestep_embedding
 
 POSITIONS = ("sincos", "learned")
@@ -93,7 +94,7 @@ class Attention(nn.Module):
         qkv = self.qkv(x).view(B, T, 3, self.num_heads, D // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, nh, T, hs) each
         dropout_p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)  # (B, nh, T, hs)
+        y = scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)  # (B, nh, T, hs)
         return self.proj(y.transpose(1, 2).reshape(B, T, D))  # (B, T, D)
 
 

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo.nn.attention import scaled_dot_product_attention
+
 
 def timestep_embedding(
     timesteps: torch.Tensor, dim: int, max_period: float = 10000.0
@@ -81,7 +83,7 @@ class SelfAttention(nn.Module):
         b, c, h, w = x.shape
         qkv = self.qkv(self.norm(x)).view(b, 3, self.num_heads, c // self.num_heads, h * w)
         q, k, v = qkv.transpose(-1, -2).unbind(dim=1)  # (B, nh, HW, hs) each
-        attended = F.scaled_dot_product_attention(q, k, v)  # (B, nh, HW, hs)
+        attended = scaled_dot_product_attention(q, k, v)  # (B, nh, HW, hs)
         return x + self.out(attended.transpose(-1, -2).reshape(b, c, h, w))
 
 

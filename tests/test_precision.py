@@ -1,0 +1,106 @@
+"""bf16-mixed training on the CPU: attention kept fast and right, fused optimizers clipped."""
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import TEXT
+
+from zoo.data import TextFileDataModule
+from zoo.models import GPT
+from zoo.nn.attention import scaled_dot_product_attention
+from zoo.nn.dit import DiT
+
+
+def qkv(*shape, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(*shape, generator=generator, requires_grad=True) for _ in range(3)]
+
+
+@pytest.mark.parametrize("is_causal", [False, True])
+def test_attention_under_bf16_autocast_is_float32_attention_of_the_bf16_inputs(is_causal):
+    q, k, v = qkv(2, 3, 7, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        q16, k16, v16 = (x.to(torch.bfloat16) for x in (q, k, v))
+        y = scaled_dot_product_attention(q16, k16, v16, is_causal=is_causal)
+    assert y.dtype == torch.bfloat16  # what autocast's neighbours expect
+    reference = F.scaled_dot_product_attention(
+        q16.float(), k16.float(), v16.float(), is_causal=is_causal
+    )
+    torch.testing.assert_close(y.float(), reference.to(torch.bfloat16).float())
+    y.float().sum().backward()  # gradients reach the float32 leaves
+    assert all(x.grad is not None and torch.isfinite(x.grad).all() for x in (q, k, v))
+
+
+def test_attention_outside_autocast_is_sdpa_unchanged():
+    q, k, v = qkv(2, 3, 7, 8)
+    mask = torch.ones(7, 7, dtype=torch.bool).tril()
+    y = scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert torch.equal(y, F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+
+
+def test_a_dit_step_under_bf16_autocast_matches_float32_to_bf16_precision():
+    torch.manual_seed(0)
+    net = DiT((1, 8, 8), patch_size=2, hidden_size=32, depth=2, num_heads=2)
+    for parameter in net.parameters():  # adaLN-Zero starts as identity: give it some output
+        torch.nn.init.normal_(parameter, std=0.05)
+    x, t = torch.randn(4, 1, 8, 8), torch.rand(4)
+    full = net(x, t)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = net(x, t)
+    assert mixed.shape == full.shape
+    relative = (mixed.float() - full).norm() / full.norm()
+    assert 0 < relative < 0.05, relative  # bf16 rounding, nothing more
+
+
+class ClippedNorms(L.Callback):
+    """Records the gradient norm each optimizer step applied (after Lightning's clipping)."""
+
+    def __init__(self):
+        self.norms: list[float] = []
+
+    def on_train_start(self, trainer, pl_module):
+        def record(optimizer, args, kwargs):
+            grads = [p.grad for group in optimizer.param_groups for p in group["params"]]
+            self.norms.append(
+                float(
+                    torch.linalg.vector_norm(
+                        torch.stack([torch.linalg.vector_norm(g) for g in grads if g is not None])
+                    )
+                )
+            )
+
+        trainer.optimizers[0].register_step_post_hook(record)
+
+
+def test_a_fused_adamw_under_bf16_mixed_precision_clips_its_gradients(tmp_path):
+    """Lightning refuses to clip for a fused optimizer under mixed precision (for float16's
+    gradient scaler); bf16 has no scaler, and the GPT's fused AdamW clips as configured."""
+    (tmp_path / "corpus.txt").write_text(TEXT * 10, encoding="utf-8")
+    data = TextFileDataModule(
+        path=str(tmp_path / "corpus.txt"),
+        tokens_dir=str(tmp_path),
+        block_size=16,
+        batch_size=8,
+        samples_per_epoch=32,
+    )
+    torch.manual_seed(0)
+    model = GPT(data.spec.to_dict(), n_layer=1, n_head=2, n_embd=32, block_size=16)
+    norms = ClippedNorms()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        precision="bf16-mixed",
+        max_steps=4,
+        max_epochs=-1,
+        gradient_clip_val=0.01,  # far below the norms of a fresh GPT's gradients
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[norms],
+    )
+    trainer.fit(model, datamodule=data)
+    assert trainer.optimizers[0].defaults["fused"] is True
+    assert len(norms.norms) == 4
+    assert all(norm == pytest.approx(0.01, rel=1e-3) for norm in norms.norms), norms.norms
