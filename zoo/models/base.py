@@ -321,6 +321,26 @@ class GenerativeModule(L.LightningModule):
         """Return keyword arguments the family adds to the configured optimizer (e.g. fused)."""
         return {}
 
+    def configure_gradient_clipping(
+        self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
+    ) -> None:
+        """Clips as Lightning does, and also for a fused optimizer under bf16-mixed precision.
+
+        Lightning refuses to clip gradients for a fused optimizer under any mixed precision,
+        because with float16's gradient scaler the gradients are still scaled at that point.
+        bf16-mixed has no scaler: the gradients are the true ones and clipping them is exact.
+        """
+        plugin = self.trainer.precision_plugin
+        fused = isinstance(optimizer, torch.optim.Optimizer) and optimizer.defaults.get("fused")
+        if gradient_clip_val and fused and getattr(plugin, "scaler", True) is None:
+            parameters = [p for group in optimizer.param_groups for p in group["params"]]
+            if gradient_clip_algorithm == "value":
+                torch.nn.utils.clip_grad_value_(parameters, gradient_clip_val)
+            else:
+                torch.nn.utils.clip_grad_norm_(parameters, gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def schedule_length(self, interval: str) -> int:
         """Return how many times the scheduler steps in the whole run: the epochs (those that
         ``max_steps`` makes, when only it bounds the run), or the optimizer steps with
