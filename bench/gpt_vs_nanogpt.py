@@ -94,8 +94,9 @@ def run_nanogpt(nanogpt: Path) -> dict[str, float]:
     }
 
 
-def run_zoo(corpus: Path | None, run_dir: Path) -> dict[str, float]:
+def run_zoo(corpus: Path | None, run_dir: Path, extra: list[str]) -> dict[str, float]:
     overrides = ["experiment=gpt_shakespeare_cpu", f"hydra.run.dir={run_dir}", "resume=never"]
+    overrides += extra
     if corpus:
         overrides += ["data=text_file", f"data.path={corpus}"]
     start = time.perf_counter()
@@ -162,6 +163,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--root", type=Path, default=ROOT / "outputs" / "bench_gpt_vs_nanogpt")
     parser.add_argument("--generation", action="store_true", help="also time sampling")
+    parser.add_argument("--set", nargs="*", default=[], help="overrides for our run")
     parser.add_argument("--skip-training", action="store_true", help="time sampling only")
     args = parser.parse_args()
     if args.generation or args.skip_training:
@@ -184,7 +186,7 @@ def main() -> None:
                 result = run_nanogpt(args.nanogpt.resolve())
             else:
                 corpus = args.corpus.resolve() if args.corpus else None
-                result = run_zoo(corpus, args.root / f"run{repeat}")
+                result = run_zoo(corpus, args.root / f"run{repeat}", args.set)
             runs[name].append(result)
             shown = ", ".join(f"{k}={v:.4g}" for k, v in result.items())
             print(f"repeat {repeat} {name:<8} {shown}", flush=True)

@@ -550,6 +550,7 @@ def test_cpu_preset_is_nanogpts_baby_shakespeare_recipe():
     # total_steps null: the cosine ends with the run, at trainer.max_steps = 2,000
     assert (schedule.warmup_steps, schedule.total_steps, schedule.min_lr_ratio) == (100, None, 0.1)
     assert (trainer.max_steps, trainer.max_epochs, trainer.gradient_clip_val) == (2000, -1, 1.0)
+    assert trainer.precision == "bf16-mixed"  # the one change: nanoGPT's CPU runs are float32
     # Validation every 250 iterations (one "epoch") on 20 batches of 12 windows.
     assert data.samples_per_epoch // data.batch_size == 250
     assert data.val_windows // data.batch_size == 20
