@@ -1,14 +1,18 @@
 """bf16-mixed training on the CPU: attention kept fast and right, fused optimizers clipped."""
 
+from types import SimpleNamespace
+
 import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TEXT
+from conftest import TEXT, text_spec
+from lightning.pytorch.plugins.precision import FSDPPrecision, MixedPrecision, Precision
 
 from zoo.data import TextFileDataModule
 from zoo.models import GPT
 from zoo.nn.attention import scaled_dot_product_attention
+from zoo.nn.distributions import gaussian_kl_to_standard_normal
 from zoo.nn.dit import DiT
 
 
@@ -54,26 +58,25 @@ def test_a_dit_step_under_bf16_autocast_matches_float32_to_bf16_precision():
 
 
 class ClippedNorms(L.Callback):
-    """Records the gradient norm each optimizer step applied (after Lightning's clipping)."""
+    """Records the gradient norm and largest |gradient| each optimizer step applied (after
+    clipping)."""
 
     def __init__(self):
         self.norms: list[float] = []
+        self.largest: list[float] = []
 
     def on_train_start(self, trainer, pl_module):
         def record(optimizer, args, kwargs):
             grads = [p.grad for group in optimizer.param_groups for p in group["params"]]
-            self.norms.append(
-                float(
-                    torch.linalg.vector_norm(
-                        torch.stack([torch.linalg.vector_norm(g) for g in grads if g is not None])
-                    )
-                )
-            )
+            grads = torch.cat([g.flatten() for g in grads if g is not None])
+            self.norms.append(float(torch.linalg.vector_norm(grads)))
+            self.largest.append(float(grads.abs().max()))
 
         trainer.optimizers[0].register_step_post_hook(record)
 
 
-def test_a_fused_adamw_under_bf16_mixed_precision_clips_its_gradients(tmp_path):
+@pytest.mark.parametrize("algorithm", ["norm", "value"])
+def test_a_fused_adamw_under_bf16_mixed_precision_clips_its_gradients(tmp_path, algorithm):
     """Lightning refuses to clip for a fused optimizer under mixed precision (for float16's
     gradient scaler); bf16 has no scaler, and the GPT's fused AdamW clips as configured."""
     (tmp_path / "corpus.txt").write_text(TEXT * 10, encoding="utf-8")
@@ -92,7 +95,8 @@ def test_a_fused_adamw_under_bf16_mixed_precision_clips_its_gradients(tmp_path):
         precision="bf16-mixed",
         max_steps=4,
         max_epochs=-1,
-        gradient_clip_val=0.01,  # far below the norms of a fresh GPT's gradients
+        gradient_clip_val=0.01,  # far below a fresh GPT's gradients
+        gradient_clip_algorithm=algorithm,
         limit_val_batches=0,
         logger=False,
         enable_checkpointing=False,
@@ -103,4 +107,38 @@ def test_a_fused_adamw_under_bf16_mixed_precision_clips_its_gradients(tmp_path):
     trainer.fit(model, datamodule=data)
     assert trainer.optimizers[0].defaults["fused"] is True
     assert len(norms.norms) == 4
-    assert all(norm == pytest.approx(0.01, rel=1e-3) for norm in norms.norms), norms.norms
+    if algorithm == "norm":
+        assert all(norm == pytest.approx(0.01, rel=1e-3) for norm in norms.norms), norms.norms
+    else:
+        assert all(largest == pytest.approx(0.01) for largest in norms.largest), norms.largest
+
+
+@pytest.mark.parametrize(
+    "plugin",
+    [
+        MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu")),
+        FSDPPrecision("bf16-mixed"),  # sharded gradients: a local norm is not the norm
+        Precision(),
+    ],
+    ids=["float16 with its scaler", "FSDP bf16", "float32"],
+)
+def test_every_other_precision_clips_through_lightning(plugin):
+    model = GPT(text_spec(), n_layer=1, n_head=2, n_embd=16, block_size=8)
+    optimizer = torch.optim.AdamW(model.parameters(), fused=True)
+    calls = []
+    model._trainer = SimpleNamespace(precision_plugin=plugin)
+    model.clip_gradients = lambda optimizer, **kwargs: calls.append(optimizer)  # Lightning
+    model.configure_gradient_clipping(optimizer, 1.0, "norm")
+    assert calls == [optimizer]
+
+
+def test_the_vae_kl_of_bf16_encoder_outputs_is_computed_in_float32_and_never_negative():
+    generator = torch.Generator().manual_seed(0)
+    mean = (1e-3 * torch.randn(64, 8, generator=generator)).to(torch.bfloat16)
+    log_var = (1e-3 * torch.randn(64, 8, generator=generator)).to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        kl = gaussian_kl_to_standard_normal(mean, log_var)
+    m, v = mean.double(), log_var.double()
+    exact = (0.5 * (v.exp() + m**2 - 1 - v)).sum(-1)  # the closed form, in float64
+    assert kl.dtype == torch.float32 and (kl >= 0).all()
+    torch.testing.assert_close(kl.double(), exact, rtol=0, atol=1e-6)  # bf16: errors ~1e-2

@@ -71,6 +71,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
+from lightning.pytorch.plugins.precision import MixedPrecision
 from torch.optim.lr_scheduler import LambdaLR
 
 import zoo
@@ -328,11 +329,15 @@ class GenerativeModule(L.LightningModule):
 
         Lightning refuses to clip gradients for a fused optimizer under any mixed precision,
         because with float16's gradient scaler the gradients are still scaled at that point.
-        bf16-mixed has no scaler: the gradients are the true ones and clipping them is exact.
+        Lightning's own bf16-mixed has no scaler: the gradients are the true, whole ones
+        (all-reduced under DDP), and clipping them here is exact. Every other precision
+        plugin (float16's scaler, FSDP's sharded gradients, whose norm is not local) goes
+        through Lightning unchanged.
         """
         plugin = self.trainer.precision_plugin
         fused = isinstance(optimizer, torch.optim.Optimizer) and optimizer.defaults.get("fused")
-        if gradient_clip_val and fused and getattr(plugin, "scaler", True) is None:
+        whole_bf16 = type(plugin) is MixedPrecision and plugin.precision == "bf16-mixed"
+        if gradient_clip_val and fused and whole_bf16 and plugin.scaler is None:
             parameters = [p for group in optimizer.param_groups for p in group["params"]]
             if gradient_clip_algorithm == "value":
                 torch.nn.utils.clip_grad_value_(parameters, gradient_clip_val)

@@ -34,7 +34,9 @@ def gaussian_kl(
 
 
 def gaussian_kl_to_standard_normal(mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
-    """Return KL(N(mean, exp(log_var)) ‖ N(0, I)) summed over the last dimension."""
+    """Return KL(N(mean, exp(log_var)) ‖ N(0, I)) summed over the last dimension, in float32
+    (bfloat16 inputs under autocast would round small KLs below zero)."""
+    mean, log_var = mean.float(), log_var.float()
     zeros = torch.zeros_like(mean)
     return gaussian_kl(mean, log_var, zeros, zeros).sum(dim=-1)
 
