@@ -15,7 +15,7 @@ def scaled_dot_product_attention(
     ``is_causal``) pass through. Under bfloat16 autocast on the CPU the attention itself is
     computed in float32 with autocast off: PyTorch's CPU flash-attention kernel is 4–6× slower
     in bfloat16 than in float32 for the small heads zoo uses (forward and backward of
-    (128, 6, 49, 32): 62 ms against 10 ms; bench/RESULTS.md, "bfloat16 on the CPU"), while
+    (128, 6, 49, 32): 65 ms against 12 ms; bench/RESULTS.md, "bfloat16 on the CPU"), while
     the matrix products around it gain from bfloat16. Elsewhere it is SDPA unchanged.
     """
     if q.device.type == "cpu" and q.dtype == torch.bfloat16 and torch.is_autocast_enabled("cpu"):
