@@ -71,7 +71,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from lightning.pytorch.plugins.precision import MixedPrecision
+from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from torch.optim.lr_scheduler import LambdaLR
 
 import zoo
@@ -335,14 +335,12 @@ class GenerativeModule(L.LightningModule):
         through Lightning unchanged.
         """
         plugin = self.trainer.precision_plugin
-        fused = isinstance(optimizer, torch.optim.Optimizer) and optimizer.defaults.get("fused")
-        whole_bf16 = type(plugin) is MixedPrecision and plugin.precision == "bf16-mixed"
-        if gradient_clip_val and fused and whole_bf16 and plugin.scaler is None:
-            parameters = [p for group in optimizer.param_groups for p in group["params"]]
-            if gradient_clip_algorithm == "value":
-                torch.nn.utils.clip_grad_value_(parameters, gradient_clip_val)
-            else:
-                torch.nn.utils.clip_grad_norm_(parameters, gradient_clip_val)
+        fused = getattr(optimizer, "defaults", {}).get("fused")
+        if fused and type(plugin) is MixedPrecision and plugin.precision == "bf16-mixed":
+            # Lightning's plain clipping, without MixedPrecision's refusal.
+            Precision.clip_gradients(
+                plugin, optimizer, gradient_clip_val or 0.0, gradient_clip_algorithm or "norm"
+            )
             return
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 

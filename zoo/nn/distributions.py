@@ -27,16 +27,19 @@ def gaussian_log_prob(z: torch.Tensor, mean: torch.Tensor, log_var: torch.Tensor
 def gaussian_kl(
     mean_1: torch.Tensor, log_var_1: torch.Tensor, mean_2: torch.Tensor, log_var_2: torch.Tensor
 ) -> torch.Tensor:
-    """Return KL(N(mean_1, e^log_var_1) ‖ N(mean_2, e^log_var_2)) elementwise, in nats."""
+    """Return KL(N(mean_1, e^log_var_1) ‖ N(mean_2, e^log_var_2)) elementwise, in nats, in
+    float32 at least (bfloat16 inputs under autocast would round small KLs below zero)."""
+    dtype = torch.promote_types(mean_1.dtype, torch.float32)
+    mean_1, log_var_1, mean_2, log_var_2 = (
+        x.to(dtype) for x in (mean_1, log_var_1, mean_2, log_var_2)
+    )
     return 0.5 * (
         log_var_2 - log_var_1 + (log_var_1.exp() + (mean_1 - mean_2) ** 2) / log_var_2.exp() - 1
     )
 
 
 def gaussian_kl_to_standard_normal(mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
-    """Return KL(N(mean, exp(log_var)) ‖ N(0, I)) summed over the last dimension, in float32
-    (bfloat16 inputs under autocast would round small KLs below zero)."""
-    mean, log_var = mean.float(), log_var.float()
+    """Return KL(N(mean, exp(log_var)) ‖ N(0, I)) summed over the last dimension."""
     zeros = torch.zeros_like(mean)
     return gaussian_kl(mean, log_var, zeros, zeros).sum(dim=-1)
 
